@@ -1,0 +1,543 @@
+//! Configuration: embedded defaults, an optional TOML file, and PAM module
+//! arguments (`key=value`) that override the file.
+//!
+//! Nothing needs a config file. The file is `/etc/security/jupyter-session.toml`
+//! unless `config=PATH` names another; a missing default file is fine, a
+//! missing explicitly named one is an error. Every error names the key, the
+//! value and where it came from (file and line, or "module argument").
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the config file is read from unless `config=PATH` says otherwise.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/security/jupyter-session.toml";
+
+/// The PATH a session gets unless `path` says otherwise. Debian's and
+/// Fedora's login PATH for ordinary users, without the games directories.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// When to write `/proc/self/loginuid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginuidPolicy {
+    /// Only in a single-threaded caller, only if different, skipping quietly
+    /// where there is no audit support or in a non-identity user namespace.
+    Auto,
+    /// As `Auto`, but a failure to write fails the session.
+    Always,
+    /// Never touch loginuid.
+    Never,
+}
+
+/// Size of the per-user tmpfs, as mount(8) takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TmpfsSize {
+    /// A share of physical memory, 1 to 100.
+    Percent(u8),
+    /// An absolute size in bytes.
+    Bytes(u64),
+}
+
+impl fmt::Display for TmpfsSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TmpfsSize::Percent(p) => write!(f, "{p}%"),
+            TmpfsSize::Bytes(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// The effective configuration. See README.md, "Configuration", for each key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub runtime_dir_parent: PathBuf,
+    pub state_dir: PathBuf,
+    pub min_uid: u32,
+    pub tmpfs: bool,
+    pub tmpfs_size: TmpfsSize,
+    pub tmpfs_inodes: u64,
+    pub remove_on_last_close: bool,
+    pub keep_while_processes: bool,
+    pub linger_users: Vec<String>,
+    pub loginuid: LoginuidPolicy,
+    /// The PATH the session gets; empty means "do not set PATH".
+    pub path: String,
+    pub debug: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            runtime_dir_parent: PathBuf::from("/run/user"),
+            state_dir: PathBuf::from("/run/jupyter-session"),
+            min_uid: 1000,
+            tmpfs: false,
+            tmpfs_size: TmpfsSize::Percent(10),
+            tmpfs_inodes: 400_000,
+            remove_on_last_close: true,
+            keep_while_processes: true,
+            linger_users: Vec::new(),
+            loginuid: LoginuidPolicy::Auto,
+            path: DEFAULT_PATH.to_string(),
+            debug: false,
+        }
+    }
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File { path: PathBuf, line: usize },
+    Argument,
+    CommandLine,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File { path, line } => write!(f, "{} line {line}", path.display()),
+            Source::Argument => f.write_str("PAM module argument"),
+            Source::CommandLine => f.write_str("command-line option"),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read (other than a missing default file).
+    Read {
+        path: PathBuf,
+        reason: String,
+    },
+    /// Not valid TOML at all.
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    UnknownKey {
+        key: String,
+        source: Source,
+    },
+    BadValue {
+        key: String,
+        value: String,
+        source: Source,
+        expected: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, reason } => write!(
+                f,
+                "cannot read config file {}: {reason}; fix its permissions or remove config= from the PAM line",
+                path.display()
+            ),
+            ConfigError::Syntax { path, line, reason } => {
+                write!(f, "config file {} line {line} is not valid TOML: {reason}", path.display())
+            }
+            ConfigError::UnknownKey { key, source } => {
+                write!(f, "unknown setting '{key}' ({source}); known settings: {}", KEYS.join(", "))
+            }
+            ConfigError::BadValue { key, value, source, expected } => {
+                write!(f, "invalid value {value} for '{key}' ({source}): expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every key the file and the module arguments accept.
+pub const KEYS: &[&str] = &[
+    "runtime_dir_parent",
+    "state_dir",
+    "min_uid",
+    "tmpfs",
+    "tmpfs_size",
+    "tmpfs_inodes",
+    "remove_on_last_close",
+    "keep_while_processes",
+    "linger_users",
+    "loginuid",
+    "path",
+    "debug",
+];
+
+/// A value before it is checked: from TOML, or a `key=value` string.
+#[derive(Clone, Debug)]
+pub enum RawValue {
+    Toml(toml::Value),
+    Text(String),
+}
+
+impl RawValue {
+    fn shown(&self) -> String {
+        match self {
+            RawValue::Toml(v) => v.to_string(),
+            RawValue::Text(s) => format!("'{s}'"),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration a PAM module with these arguments runs with:
+    /// defaults, then the file (`config=PATH` or the default file), then the
+    /// other arguments. A bare `debug` argument means `debug=true`.
+    pub fn from_module_args<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
+        let mut file: Option<PathBuf> = None;
+        let mut pairs = Vec::new();
+        for arg in args {
+            let arg = arg.as_ref();
+            let (key, value) = match arg.split_once('=') {
+                Some((k, v)) => (k, v),
+                None if arg == "debug" => ("debug", "true"),
+                None => {
+                    return Err(ConfigError::BadValue {
+                        key: arg.to_string(),
+                        value: String::from("(none)"),
+                        source: Source::Argument,
+                        expected: String::from("key=value (or the bare word 'debug')"),
+                    });
+                }
+            };
+            if key == "config" {
+                if value.is_empty() || !value.starts_with('/') {
+                    return Err(ConfigError::BadValue {
+                        key: key.into(),
+                        value: format!("'{value}'"),
+                        source: Source::Argument,
+                        expected: "an absolute path to a TOML file".into(),
+                    });
+                }
+                file = Some(PathBuf::from(value));
+            } else {
+                pairs.push((key.to_string(), value.to_string()));
+            }
+        }
+        let mut config = match &file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::from_default_file()?,
+        };
+        for (key, value) in pairs {
+            config.set(&key, RawValue::Text(value), Source::Argument)?;
+        }
+        Ok(config)
+    }
+
+    /// Defaults overlaid with the default file, if it exists.
+    pub fn from_default_file() -> Result<Config, ConfigError> {
+        let path = Path::new(DEFAULT_CONFIG_FILE);
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Read { path: path.into(), reason: e.to_string() }),
+        }
+    }
+
+    /// Defaults overlaid with this file, which must exist.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Defaults overlaid with TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        use std::collections::BTreeMap;
+        use toml::Spanned;
+        let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: path.into(),
+                line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+                reason: e.message().to_string(),
+            })?;
+        let mut config = Config::default();
+        for (key, value) in table {
+            let source = Source::File { path: path.into(), line: line_of(text, key.span().start) };
+            config.set(key.get_ref(), RawValue::Toml(value.into_inner()), source)?;
+        }
+        Ok(config)
+    }
+
+    /// Set one key from a raw value, checking it.
+    pub fn set(&mut self, key: &str, value: RawValue, source: Source) -> Result<(), ConfigError> {
+        let bad = |expected: &str| ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.shown(),
+            source: source.clone(),
+            expected: expected.to_string(),
+        };
+        match key {
+            "runtime_dir_parent" => {
+                self.runtime_dir_parent =
+                    absolute_path(&value).ok_or_else(|| bad("an absolute path without '..'"))?
+            }
+            "state_dir" => {
+                self.state_dir =
+                    absolute_path(&value).ok_or_else(|| bad("an absolute path without '..'"))?
+            }
+            "min_uid" => {
+                self.min_uid = integer(&value)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("a uid, a whole number from 0 to 4294967294"))?
+            }
+            "tmpfs" => self.tmpfs = boolean(&value).ok_or_else(|| bad("true or false"))?,
+            "tmpfs_size" => {
+                self.tmpfs_size = text(&value)
+                    .and_then(|s| parse_size(&s))
+                    .ok_or_else(|| bad("a percentage of RAM like \"10%\" or a size like \"256M\""))?
+            }
+            "tmpfs_inodes" => {
+                self.tmpfs_inodes = match &value {
+                    RawValue::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+                    other => text(other).and_then(|s| parse_count(&s)),
+                }
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("a positive count like 400000 or \"400k\""))?
+            }
+            "remove_on_last_close" => {
+                self.remove_on_last_close = boolean(&value).ok_or_else(|| bad("true or false"))?
+            }
+            "keep_while_processes" => {
+                self.keep_while_processes = boolean(&value).ok_or_else(|| bad("true or false"))?
+            }
+            "linger_users" => {
+                self.linger_users = user_list(&value)
+                    .ok_or_else(|| bad("a list of user names (comma-separated as an argument)"))?
+            }
+            "loginuid" => {
+                self.loginuid = match text(&value).as_deref() {
+                    Some("auto") => LoginuidPolicy::Auto,
+                    Some("always") => LoginuidPolicy::Always,
+                    Some("never") => LoginuidPolicy::Never,
+                    _ => return Err(bad("one of auto, always, never")),
+                }
+            }
+            "path" => {
+                self.path = text(&value)
+                    .filter(|p| valid_path_var(p))
+                    .ok_or_else(|| {
+                        bad("absolute directories separated by ':' (no empty, relative or '..' entries), or \"\" to leave PATH alone")
+                    })?
+            }
+            "debug" => self.debug = boolean(&value).ok_or_else(|| bad("true or false"))?,
+            _ => return Err(ConfigError::UnknownKey { key: key.to_string(), source }),
+        }
+        Ok(())
+    }
+
+    /// Whether `user` is on the linger list (their runtime dir is never removed).
+    pub fn lingers(&self, user: &str) -> bool {
+        self.linger_users.iter().any(|u| u == user)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+fn text(value: &RawValue) -> Option<String> {
+    match value {
+        RawValue::Text(s) => Some(s.clone()),
+        RawValue::Toml(toml::Value::String(s)) => Some(s.clone()),
+        RawValue::Toml(_) => None,
+    }
+}
+
+fn boolean(value: &RawValue) -> Option<bool> {
+    match value {
+        RawValue::Toml(toml::Value::Boolean(b)) => Some(*b),
+        RawValue::Toml(_) => None,
+        RawValue::Text(s) => match s.as_str() {
+            "true" | "yes" | "1" | "on" => Some(true),
+            "false" | "no" | "0" | "off" => Some(false),
+            _ => None,
+        },
+    }
+}
+
+fn integer(value: &RawValue) -> Option<i64> {
+    match value {
+        RawValue::Toml(toml::Value::Integer(n)) => Some(*n),
+        RawValue::Toml(_) => None,
+        RawValue::Text(s) => s.parse().ok(),
+    }
+}
+
+fn absolute_path(value: &RawValue) -> Option<PathBuf> {
+    let s = text(value)?;
+    let path = PathBuf::from(&s);
+    let clean = path.is_absolute()
+        && path.components().all(|c| !matches!(c, std::path::Component::ParentDir))
+        && path.parent().is_some();
+    clean.then_some(path)
+}
+
+fn user_list(value: &RawValue) -> Option<Vec<String>> {
+    let names: Vec<String> = match value {
+        RawValue::Toml(toml::Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()?
+        }
+        RawValue::Toml(_) => return None,
+        RawValue::Text(s) if s.is_empty() => Vec::new(),
+        RawValue::Text(s) => s.split(',').map(|n| n.trim().to_string()).collect(),
+    };
+    names.iter().all(|n| crate::user::valid_name(n)).then_some(names)
+}
+
+fn valid_path_var(path: &str) -> bool {
+    path.is_empty()
+        || path
+            .split(':')
+            .all(|dir| dir.starts_with('/') && !dir.split('/').any(|part| part == "..") && !dir.contains('\0'))
+}
+
+/// "10%" → Percent(10); "256M", "1G", "4096", "512k" → Bytes.
+pub fn parse_size(s: &str) -> Option<TmpfsSize> {
+    if let Some(p) = s.strip_suffix('%') {
+        let p: u8 = p.parse().ok()?;
+        return (1..=100).contains(&p).then_some(TmpfsSize::Percent(p));
+    }
+    let (digits, mult) = split_suffix(s, 1024)?;
+    let n: u64 = digits.parse().ok()?;
+    let bytes = n.checked_mul(mult)?;
+    (bytes >= 4096).then_some(TmpfsSize::Bytes(bytes))
+}
+
+fn parse_count(s: &str) -> Option<u64> {
+    let (digits, mult) = split_suffix(s, 1000)?;
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn split_suffix(s: &str, base: u64) -> Option<(&str, u64)> {
+    let last = s.chars().last()?;
+    let mult = match last.to_ascii_lowercase() {
+        'k' => base,
+        'm' => base * base,
+        'g' => base * base * base,
+        c if c.is_ascii_digit() => return Some((s, 1)),
+        _ => return None,
+    };
+    Some((&s[..s.len() - 1], mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/security/jupyter-session.toml"))
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::default();
+        assert_eq!(c.runtime_dir_parent, Path::new("/run/user"));
+        assert_eq!(c.state_dir, Path::new("/run/jupyter-session"));
+        assert_eq!(c.min_uid, 1000);
+        assert_eq!(c.loginuid, LoginuidPolicy::Auto);
+        assert!(c.remove_on_last_close && c.keep_while_processes && !c.tmpfs);
+        assert_eq!(c.path, DEFAULT_PATH);
+    }
+
+    #[test]
+    fn file_values_are_applied() {
+        let c = file(
+            "min_uid = 500\ntmpfs = true\ntmpfs_size = \"256M\"\ntmpfs_inodes = \"10k\"\n\
+             linger_users = [\"alice\", \"bob\"]\nloginuid = \"never\"\npath = \"/opt/bin:/usr/bin\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.min_uid, 500);
+        assert!(c.tmpfs);
+        assert_eq!(c.tmpfs_size, TmpfsSize::Bytes(256 * 1024 * 1024));
+        assert_eq!(c.tmpfs_inodes, 10_000);
+        assert!(c.lingers("bob") && !c.lingers("carol"));
+        assert_eq!(c.loginuid, LoginuidPolicy::Never);
+        assert_eq!(c.path, "/opt/bin:/usr/bin");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = file("debug = true\n\nruntime_dir = \"/tmp\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("'runtime_dir'") && msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("runtime_dir_parent"), "lists known keys: {msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_value_and_line() {
+        let msg = file("min_uid = \"lots\"\n").unwrap_err().to_string();
+        assert!(msg.contains("'min_uid'") && msg.contains("\"lots\"") && msg.contains("line 1"), "{msg}");
+        let msg = file("\ntmpfs = 1\n").unwrap_err().to_string();
+        assert!(msg.contains("'tmpfs'") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for bad in [
+            "path = \"bin:/usr/bin\"",
+            "path = \"/usr/bin::/bin\"",
+            "path = \"/usr/../bin\"",
+            "runtime_dir_parent = \"run/user\"",
+            "state_dir = \"/run/../tmp\"",
+            "runtime_dir_parent = \"/\"",
+            "tmpfs_size = \"0%\"",
+            "tmpfs_size = \"101%\"",
+            "tmpfs_size = \"12Q\"",
+            "tmpfs_inodes = 0",
+            "min_uid = -1",
+            "loginuid = \"sometimes\"",
+            "linger_users = [\"ok\", \"bad name\"]",
+        ] {
+            assert!(matches!(file(bad), Err(ConfigError::BadValue { .. })), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let msg = file("debug = true\nmin_uid = = 3\n").unwrap_err().to_string();
+        assert!(msg.contains("line 2") && msg.contains("not valid TOML"), "{msg}");
+    }
+
+    #[test]
+    fn module_args_override_file_and_parse() {
+        let dir = std::env::temp_dir().join(format!("js-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "min_uid = 2000\ndebug = false\n").unwrap();
+        let config_arg = format!("config={}", path.display());
+        let c = Config::from_module_args(&[config_arg.as_str(), "debug", "linger_users=a,b"]).unwrap();
+        assert_eq!(c.min_uid, 2000);
+        assert!(c.debug);
+        assert_eq!(c.linger_users, vec!["a", "b"]);
+        let c = Config::from_module_args(&[config_arg.as_str(), "min_uid=3000"]).unwrap();
+        assert_eq!(c.min_uid, 3000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_module_args_are_named() {
+        let msg = Config::from_module_args(&["min_uid=abc"]).unwrap_err().to_string();
+        assert!(msg.contains("'min_uid'") && msg.contains("'abc'") && msg.contains("PAM module argument"), "{msg}");
+        let msg = Config::from_module_args(&["frobnicate=1"]).unwrap_err().to_string();
+        assert!(msg.contains("'frobnicate'"), "{msg}");
+        let msg = Config::from_module_args(&["nodebug"]).unwrap_err().to_string();
+        assert!(msg.contains("nodebug"), "{msg}");
+        let msg = Config::from_module_args(&["config=relative.toml"]).unwrap_err().to_string();
+        assert!(msg.contains("absolute path"), "{msg}");
+        let err = Config::from_module_args(&["config=/nonexistent/js.toml"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10%"), Some(TmpfsSize::Percent(10)));
+        assert_eq!(parse_size("1G"), Some(TmpfsSize::Bytes(1 << 30)));
+        assert_eq!(parse_size("512k"), Some(TmpfsSize::Bytes(512 * 1024)));
+        assert_eq!(parse_size("100"), None, "below one page");
+        assert_eq!(parse_count("400k"), Some(400_000));
+    }
+}

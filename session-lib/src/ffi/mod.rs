@@ -1,0 +1,3 @@
+//! The only place in session-lib with `unsafe` code: thin wrappers over C
+//! interfaces that nix does not cover. Each block carries a `// SAFETY:` note.
+#![allow(unsafe_code)]

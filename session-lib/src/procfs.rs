@@ -1,0 +1,141 @@
+//! Facts about processes, read from /proc: a process's identity (pid plus
+//! start time, so a reused pid is not mistaken for a live one), thread
+//! counts, who runs what.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::path::Path;
+
+/// A process, identified so that pid reuse is detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// The calling process.
+    pub fn current() -> Option<ProcessId> {
+        ProcessId::of(std::process::id())
+    }
+
+    /// The process with this pid, if it runs now.
+    pub fn of(pid: u32) -> Option<ProcessId> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(ProcessId { pid, start_time: start_time_from_stat(&stat)? })
+    }
+
+    /// Whether this very process (not just its pid) still runs. A zombie
+    /// counts as gone: it will never close its session.
+    pub fn alive(&self) -> bool {
+        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => {
+                start_time_from_stat(&stat) == Some(self.start_time)
+                    && state_from_stat(&stat).is_some_and(|s| s != 'Z' && s != 'X')
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Split /proc/PID/stat after the command name, which may itself hold
+/// spaces and parentheses: the last ')' ends it.
+fn fields_after_comm(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    let end = stat.rfind(')')?;
+    Some(stat[end + 1..].split_whitespace())
+}
+
+fn state_from_stat(stat: &str) -> Option<char> {
+    fields_after_comm(stat)?.next()?.chars().next()
+}
+
+fn start_time_from_stat(stat: &str) -> Option<u64> {
+    // Field 3 is the state; field 22 is starttime: index 19 after the state.
+    fields_after_comm(stat)?.nth(19)?.parse().ok()
+}
+
+/// Number of threads of the calling process (the `Threads:` line).
+pub fn thread_count() -> Option<u32> {
+    status_field(Path::new("/proc/self/status"), "Threads:")?.trim().parse().ok()
+}
+
+fn status_field(path: &Path, key: &str) -> Option<String> {
+    let status = fs::read_to_string(path).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string)
+}
+
+/// Pids of processes whose real, effective, saved or filesystem uid is
+/// `uid`, other than zombies. Reads /proc directly: O(processes).
+pub fn processes_of_uid(uid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else { continue };
+        let mut zombie = false;
+        let mut matches = false;
+        for line in status.lines() {
+            if let Some(state) = line.strip_prefix("State:") {
+                zombie = state.trim_start().starts_with('Z');
+            } else if let Some(ids) = line.strip_prefix("Uid:") {
+                matches = ids.split_whitespace().any(|id| id.parse() == Ok(uid));
+                break;
+            }
+        }
+        if matches && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether the calling process sees the identity uid mapping (not inside a
+/// user namespace that remaps ids).
+pub fn identity_user_namespace() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields == ["0", "0", "4294967295"]
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_hostile_comm() {
+        let stat =
+            "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 200 18446744073709551615";
+        assert_eq!(start_time_from_stat(stat), Some(98765));
+        assert_eq!(state_from_stat(stat), Some('S'));
+    }
+
+    #[test]
+    fn current_process_is_alive_and_reuse_is_detected() {
+        let me = ProcessId::current().unwrap();
+        assert!(me.alive());
+        let reused = ProcessId { start_time: me.start_time + 1, ..me };
+        assert!(!reused.alive());
+    }
+
+    #[test]
+    fn dead_child_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(child.id());
+        child.wait().unwrap();
+        if let Some(id) = id {
+            assert!(!id.alive());
+        }
+    }
+
+    #[test]
+    fn finds_own_processes() {
+        let uid = nix::unistd::geteuid().as_raw();
+        assert!(processes_of_uid(uid).contains(&std::process::id()));
+        assert!(thread_count().unwrap() >= 1);
+    }
+}

@@ -1,0 +1,591 @@
+//! The per-user runtime directory, `/run/user/UID`.
+//!
+//! Every step goes through file descriptors: `mkdirat`, `openat` with
+//! `O_NOFOLLOW|O_DIRECTORY`, `fstat`, `fchown`, `fchmod` on that fd. Nothing
+//! is ever chowned or chmodded by path and no symlink is ever followed below
+//! the parent, so a user who plants a link or a file at `/run/user/UID`
+//! gets a refusal, not root's help.
+//!
+//! What is already there is validated and, if correct, left alone (logind
+//! or another session made it). We remove only what we made, identified by
+//! device and inode, without following symlinks or crossing mounts.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+
+use crate::config::{Config, TmpfsSize};
+
+/// Deepest directory tree we descend into when removing a runtime dir. A
+/// user can build deeper trees; those are left in place (and logged) rather
+/// than risking the PAM host's stack or fd table.
+const MAX_DEPTH: usize = 64;
+
+/// Identity of a runtime dir we created, kept in the registry so that only
+/// that very directory (or tmpfs) is ever removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Created {
+    pub dev: u64,
+    pub ino: u64,
+    /// We mounted a tmpfs on it.
+    pub tmpfs: bool,
+}
+
+impl Created {
+    /// The one-line form stored in the registry: `dev ino plain|tmpfs`.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}\n", self.dev, self.ino, if self.tmpfs { "tmpfs" } else { "plain" })
+    }
+
+    pub fn decode(text: &str) -> Option<Created> {
+        let mut it = text.split_whitespace();
+        let dev = it.next()?.parse().ok()?;
+        let ino = it.next()?.parse().ok()?;
+        let tmpfs = match it.next()? {
+            "tmpfs" => true,
+            "plain" => false,
+            _ => return None,
+        };
+        it.next().is_none().then_some(Created { dev, ino, tmpfs })
+    }
+}
+
+/// The result of [`RuntimeDirs::ensure`].
+#[derive(Debug)]
+pub struct Prepared {
+    pub path: PathBuf,
+    /// `Some` when this call created the directory.
+    pub created: Option<Created>,
+    /// An fd on the validated directory.
+    pub fd: OwnedFd,
+    /// Things worth a log line (a refused tmpfs mount, a mode tightened).
+    pub notes: Vec<String>,
+}
+
+/// What [`RuntimeDirs::remove`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing there any more.
+    AlreadyGone,
+    /// Something else stands there now (another dir, a link): left alone.
+    NotOurs,
+    /// Could not be emptied (a mount inside it, a tree too deep, an error):
+    /// left in place, with the reason.
+    LeftInPlace(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RuntimeDirError {
+    /// The parent (`/run/user`) is not something we may create dirs in.
+    UnsafeParent { path: PathBuf, reason: String },
+    /// Something that is not a directory, or a symlink, is in the way.
+    NotADirectory { path: PathBuf, found: &'static str },
+    /// A directory of another owner is in the way.
+    WrongOwner { path: PathBuf, owner: u32, uid: u32 },
+    /// A system call failed.
+    Io { path: PathBuf, op: &'static str, errno: Errno },
+}
+
+impl fmt::Display for RuntimeDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeDirError::UnsafeParent { path, reason } => write!(
+                f,
+                "refusing to create runtime directories in {}: {reason}; it must be a real directory owned by root, mode 0755",
+                path.display()
+            ),
+            RuntimeDirError::NotADirectory { path, found } => write!(
+                f,
+                "refusing runtime directory {}: it is {found}, not a directory; left untouched — an admin must remove it",
+                path.display()
+            ),
+            RuntimeDirError::WrongOwner { path, owner, uid } => write!(
+                f,
+                "refusing runtime directory {}: it is owned by uid {owner}, not by uid {uid}; left untouched — an admin must remove it",
+                path.display()
+            ),
+            RuntimeDirError::Io { path, op, errno } => {
+                write!(f, "{op} {} failed: {}", path.display(), errno.desc())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RuntimeDirError {}
+
+/// Per-user tmpfs settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TmpfsOptions {
+    pub size: TmpfsSize,
+    pub inodes: u64,
+}
+
+/// Creates, validates and removes runtime directories under one parent.
+#[derive(Clone, Debug)]
+pub struct RuntimeDirs {
+    parent: PathBuf,
+    /// Who must own the parent: root, except in unprivileged tests.
+    trusted_owner: u32,
+    tmpfs: Option<TmpfsOptions>,
+}
+
+impl RuntimeDirs {
+    pub fn new(config: &Config) -> RuntimeDirs {
+        RuntimeDirs {
+            parent: config.runtime_dir_parent.clone(),
+            trusted_owner: 0,
+            tmpfs: config.tmpfs.then(|| TmpfsOptions { size: config.tmpfs_size.clone(), inodes: config.tmpfs_inodes }),
+        }
+    }
+
+    /// Trust a parent owned by `uid` instead of root. For tests on
+    /// temporary roots run without privileges; never from configuration.
+    pub fn with_trusted_owner(mut self, uid: u32) -> RuntimeDirs {
+        self.trusted_owner = uid;
+        self
+    }
+
+    /// `/run/user/UID`.
+    pub fn path_for(&self, uid: u32) -> PathBuf {
+        self.parent.join(uid.to_string())
+    }
+
+    /// Make sure the runtime dir of `uid` exists, is a directory owned by
+    /// `uid` with mode 0700, and return an fd on it.
+    pub fn ensure(&self, uid: u32, gid: u32) -> Result<Prepared, RuntimeDirError> {
+        let path = self.path_for(uid);
+        let name = uid.to_string();
+        let parent = self.open_parent(true)?;
+        let io = |op, errno| RuntimeDirError::Io { path: path.clone(), op, errno };
+        let mut notes = Vec::new();
+
+        let created = match mkdirat(&parent, name.as_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => false,
+            Err(e) => return Err(io("mkdir", e)),
+        };
+        let fd = open_dir_nofollow(&parent, &name, &path)?;
+        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
+
+        if !created {
+            if st.st_uid != uid {
+                return Err(RuntimeDirError::WrongOwner { path, owner: st.st_uid, uid });
+            }
+            if st.st_mode & 0o7777 != 0o700 {
+                // The user's own directory with a loose mode: tighten it
+                // through the fd (never by path).
+                fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("fchmod", e))?;
+                notes.push(format!("{} had mode {:04o}; set it to 0700", path.display(), st.st_mode & 0o7777));
+            }
+            return Ok(Prepared { path, created: None, fd, notes });
+        }
+
+        // We made it a moment ago in a parent only root can write to.
+        let result = self.finish_new_dir(&parent, &name, &path, fd, st, uid, gid, &mut notes);
+        if result.is_err() {
+            // Leave nothing half-made behind.
+            let _ = unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir);
+        }
+        result.map(|(fd, created)| Prepared { path, created: Some(created), fd, notes })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_new_dir(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &Path,
+        fd: OwnedFd,
+        st: FileStat,
+        uid: u32,
+        gid: u32,
+        notes: &mut Vec<String>,
+    ) -> Result<(OwnedFd, Created), RuntimeDirError> {
+        let io = |op, errno| RuntimeDirError::Io { path: path.to_path_buf(), op, errno };
+        if let Some(tmpfs) = &self.tmpfs {
+            match mount_tmpfs(&fd, tmpfs, uid, gid) {
+                Ok(()) => {
+                    let root = open_dir_nofollow(parent, name, path)?;
+                    let rst = fstat(&root).map_err(|e| io("fstat", e))?;
+                    if rst.st_dev == st.st_dev || rst.st_uid != uid {
+                        return Err(io("verify tmpfs on", Errno::EIO));
+                    }
+                    let created = Created { dev: rst.st_dev, ino: rst.st_ino, tmpfs: true };
+                    return Ok((root, created));
+                }
+                Err(e) => notes.push(format!(
+                    "mounting a tmpfs on {} was refused ({}); using a plain directory",
+                    path.display(),
+                    e.desc()
+                )),
+            }
+        }
+        fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| io("fchown", e))?;
+        fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("fchmod", e))?;
+        Ok((fd, Created { dev: st.st_dev, ino: st.st_ino, tmpfs: false }))
+    }
+
+    /// Remove the runtime dir of `uid` if it is still the one we created.
+    pub fn remove(&self, uid: u32, created: &Created) -> Result<Removal, RuntimeDirError> {
+        let path = self.path_for(uid);
+        let name = uid.to_string();
+        let io = |op, errno| RuntimeDirError::Io { path: path.clone(), op, errno };
+        let parent = match self.open_parent(false) {
+            Ok(p) => p,
+            Err(RuntimeDirError::Io { errno: Errno::ENOENT, .. }) => return Ok(Removal::AlreadyGone),
+            Err(e) => return Err(e),
+        };
+        let fd = match open_dir_nofollow(&parent, &name, &path) {
+            Ok(fd) => fd,
+            Err(RuntimeDirError::Io { errno: Errno::ENOENT, .. }) => return Ok(Removal::AlreadyGone),
+            Err(RuntimeDirError::NotADirectory { .. }) => return Ok(Removal::NotOurs),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
+        if (st.st_dev, st.st_ino) != (created.dev, created.ino) {
+            return Ok(Removal::NotOurs);
+        }
+        if created.tmpfs {
+            nix::mount::umount2(fd_path(&fd).as_str(), nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| io("umount", e))?;
+            drop(fd);
+        } else if let Err(reason) = clear_dir(&fd, st.st_dev, 0) {
+            return Ok(Removal::LeftInPlace(reason));
+        }
+        match unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir) {
+            Ok(()) => Ok(Removal::Removed),
+            Err(Errno::ENOENT) => Ok(Removal::AlreadyGone),
+            Err(e) => Ok(Removal::LeftInPlace(format!("rmdir failed: {}", e.desc()))),
+        }
+    }
+
+    /// Open the parent, creating it (root:root 0755) when `create`.
+    fn open_parent(&self, create: bool) -> Result<OwnedFd, RuntimeDirError> {
+        let unsafe_parent = |reason: String| RuntimeDirError::UnsafeParent { path: self.parent.clone(), reason };
+        let (Some(grand), Some(name)) = (self.parent.parent(), self.parent.file_name()) else {
+            return Err(unsafe_parent("it has no parent directory".into()));
+        };
+        let io = |op, errno| RuntimeDirError::Io { path: self.parent.clone(), op, errno };
+        let grand_fd = open(grand, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| RuntimeDirError::Io { path: grand.to_path_buf(), op: "open", errno: e })?;
+        let mut made = false;
+        if create {
+            match mkdirat(&grand_fd, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) => made = true,
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io("mkdir", e)),
+            }
+        }
+        let fd = match openat(&grand_fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let found =
+                    fstatat(&grand_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_or("not a directory", |st| kind_of(&st));
+                return Err(unsafe_parent(format!("it is {found}, not a directory")));
+            }
+            Err(e) => return Err(io("open", e)),
+        };
+        if made {
+            fchmod(&fd, Mode::from_bits_truncate(0o755)).map_err(|e| io("fchmod", e))?;
+        }
+        let st = fstat(&fd).map_err(|e| io("fstat", e))?;
+        if st.st_uid != self.trusted_owner {
+            return Err(unsafe_parent(format!("it is owned by uid {}, not root", st.st_uid)));
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(unsafe_parent(format!("it is writable by group or others (mode {:04o})", st.st_mode & 0o7777)));
+        }
+        Ok(fd)
+    }
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// `openat(parent, name, O_DIRECTORY|O_NOFOLLOW)`, telling a symlink or a
+/// file apart from other failures.
+fn open_dir_nofollow(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, RuntimeDirError> {
+    match openat(parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        // Linux says ENOTDIR, not ELOOP, for a symlink under O_DIRECTORY.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            let found = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => kind_of(&st),
+                Err(_) => "not a directory",
+            };
+            Err(RuntimeDirError::NotADirectory { path: path.into(), found })
+        }
+        Err(e) => Err(RuntimeDirError::Io { path: path.into(), op: "open", errno: e }),
+    }
+}
+
+fn kind_of(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFCHR | SFlag::S_IFBLK => "a device node",
+        _ => "not a directory",
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+}
+
+/// The magic-link path of an fd, for the calls (mount, umount) that take
+/// only paths: resolving it cannot be redirected by a symlink swap.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
+}
+
+fn mount_tmpfs(fd: &OwnedFd, opts: &TmpfsOptions, uid: u32, gid: u32) -> Result<(), Errno> {
+    use nix::mount::{MsFlags, mount};
+    let data = format!("mode=0700,uid={uid},gid={gid},size={},nr_inodes={}", opts.size, opts.inodes);
+    mount(
+        Some("tmpfs"),
+        fd_path(fd).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+}
+
+/// Empty a directory through fds: no symlink is followed, no mount crossed.
+/// Errors name what was left and why.
+fn clear_dir(dir: &OwnedFd, dev: u64, depth: usize) -> Result<(), String> {
+    if depth >= MAX_DEPTH {
+        return Err(format!("directory tree deeper than {MAX_DEPTH} levels"));
+    }
+    let names: Vec<std::ffi::CString> = {
+        let mut listing = nix::dir::Dir::openat(dir, ".", dir_flags(), Mode::empty())
+            .map_err(|e| format!("cannot list a directory: {}", e.desc()))?;
+        listing
+            .iter()
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_owned())
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+            .collect()
+    };
+    let mut first_problem = None;
+    for name in names {
+        let name = name.as_c_str();
+        let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+        let outcome = if is_dir(&st) {
+            if st.st_dev != dev {
+                Err(format!("a mount point inside it ({})", name.to_string_lossy()))
+            } else {
+                match openat(dir, name, dir_flags(), Mode::empty()) {
+                    Ok(sub) => clear_dir(&sub, dev, depth + 1).and_then(|()| {
+                        unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+                            .map_err(|e| format!("rmdir {}: {}", name.to_string_lossy(), e.desc()))
+                    }),
+                    // Swapped for a link or file since the fstatat: unlink that.
+                    Err(Errno::ELOOP | Errno::ENOTDIR) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+                        .map_err(|e| format!("unlink {}: {}", name.to_string_lossy(), e.desc())),
+                    Err(e) => Err(format!("open {}: {}", name.to_string_lossy(), e.desc())),
+                }
+            }
+        } else {
+            match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(format!("unlink {}: {}", name.to_string_lossy(), e.desc())),
+            }
+        };
+        if let Err(problem) = outcome {
+            first_problem.get_or_insert(problem);
+        }
+    }
+    first_problem.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    struct Root {
+        dir: PathBuf,
+        dirs: RuntimeDirs,
+        uid: u32,
+        gid: u32,
+    }
+
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A private root with `<root>/user` as the parent. As root, the target
+    /// uid is an unused one; unprivileged, our own (chown to self works).
+    fn root(tag: &str) -> Root {
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = std::env::temp_dir().join(format!("js-rt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = Config { runtime_dir_parent: dir.join("user"), ..Config::default() };
+        let dirs = RuntimeDirs::new(&config).with_trusted_owner(me);
+        let (uid, gid) = if me == 0 { (54321, 54321) } else { (me, nix::unistd::getegid().as_raw()) };
+        Root { dir, dirs, uid, gid }
+    }
+
+    #[test]
+    fn creates_parent_and_dir_with_right_owner_and_mode() {
+        let r = root("create");
+        let p = r.dirs.ensure(r.uid, r.gid).unwrap();
+        let created = p.created.expect("created");
+        let parent = std::fs::metadata(r.dir.join("user")).unwrap();
+        assert_eq!(parent.mode() & 0o7777, 0o755);
+        let md = std::fs::symlink_metadata(&p.path).unwrap();
+        assert!(md.is_dir());
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (r.uid, r.gid, 0o700));
+        assert_eq!((md.dev(), md.ino()), (created.dev, created.ino));
+        // A second session finds it and leaves it alone.
+        let again = r.dirs.ensure(r.uid, r.gid).unwrap();
+        assert!(again.created.is_none());
+        // Removal removes contents too, including nested dirs and links.
+        std::fs::create_dir_all(p.path.join("a/b/c")).unwrap();
+        std::fs::write(p.path.join("a/b/file"), "x").unwrap();
+        symlink("/etc/passwd", p.path.join("a/link")).unwrap();
+        assert_eq!(r.dirs.remove(r.uid, &created).unwrap(), Removal::Removed);
+        assert!(!p.path.exists());
+        assert!(std::fs::metadata("/etc/passwd").is_ok());
+        assert_eq!(r.dirs.remove(r.uid, &created).unwrap(), Removal::AlreadyGone);
+    }
+
+    #[test]
+    fn symlink_is_refused_and_target_untouched() {
+        let r = root("symlink");
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        let victim = r.dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let before = std::fs::metadata(&victim).unwrap();
+        symlink(&victim, r.dirs.path_for(r.uid)).unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(matches!(err, RuntimeDirError::NotADirectory { found: "a symbolic link", .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"));
+        let after = std::fs::metadata(&victim).unwrap();
+        assert_eq!((before.uid(), before.mode()), (after.uid(), after.mode()));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A symlink to a directory is refused the same way.
+        std::fs::remove_file(r.dirs.path_for(r.uid)).unwrap();
+        symlink(&r.dir, r.dirs.path_for(r.uid)).unwrap();
+        assert!(matches!(r.dirs.ensure(r.uid, r.gid), Err(RuntimeDirError::NotADirectory { .. })));
+    }
+
+    #[test]
+    fn file_in_the_way_is_refused() {
+        let r = root("file");
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        std::fs::write(r.dirs.path_for(r.uid), "x").unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(matches!(err, RuntimeDirError::NotADirectory { found: "a regular file", .. }), "{err}");
+    }
+
+    #[test]
+    fn other_owner_is_refused_and_not_chowned() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED other_owner_is_refused_and_not_chowned: needs root to make a dir of another owner");
+            return;
+        }
+        let r = root("owner");
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        let path = r.dirs.path_for(r.uid);
+        std::fs::create_dir(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(54322), Some(54322)).unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(matches!(err, RuntimeDirError::WrongOwner { owner: 54322, .. }), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 54322);
+    }
+
+    #[test]
+    fn loose_mode_of_own_dir_is_tightened() {
+        let r = root("mode");
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        let path = r.dirs.path_for(r.uid);
+        std::fs::create_dir(&path).unwrap();
+        std::os::unix::fs::chown(&path, Some(r.uid), Some(r.gid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = r.dirs.ensure(r.uid, r.gid).unwrap();
+        assert!(p.created.is_none());
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o700);
+        assert!(p.notes[0].contains("0755"), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn unsafe_parents_are_refused() {
+        let r = root("parent");
+        // group/other writable
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        std::fs::set_permissions(r.dir.join("user"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(err.to_string().contains("writable by group or others"), "{err}");
+        assert!(!r.dirs.path_for(r.uid).exists());
+        // a symlink to a good directory
+        std::fs::remove_dir(r.dir.join("user")).unwrap();
+        std::fs::create_dir(r.dir.join("elsewhere")).unwrap();
+        symlink(r.dir.join("elsewhere"), r.dir.join("user")).unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(r.dir.join("elsewhere")).unwrap().count(), 0);
+        // not a directory
+        std::fs::remove_file(r.dir.join("user")).unwrap();
+        std::fs::write(r.dir.join("user"), "").unwrap();
+        let err = r.dirs.ensure(r.uid, r.gid).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        // not owned by the trusted owner
+        std::fs::remove_file(r.dir.join("user")).unwrap();
+        std::fs::create_dir(r.dir.join("user")).unwrap();
+        let strict = r.dirs.clone().with_trusted_owner(4242);
+        let err = strict.ensure(r.uid, r.gid).unwrap_err();
+        assert!(err.to_string().contains("not root"), "{err}");
+    }
+
+    #[test]
+    fn removal_leaves_a_replaced_dir_alone() {
+        let r = root("replaced");
+        let p = r.dirs.ensure(r.uid, r.gid).unwrap();
+        let created = p.created.unwrap();
+        drop(p);
+        // Keep the original alive elsewhere so the replacement cannot reuse
+        // its inode number: identity is (dev, ino), and only root can
+        // replace a dir in the root-owned parent.
+        std::fs::rename(r.dirs.path_for(r.uid), r.dir.join("original")).unwrap();
+        std::fs::create_dir(r.dirs.path_for(r.uid)).unwrap();
+        std::fs::write(r.dirs.path_for(r.uid).join("keep"), "").unwrap();
+        assert_eq!(r.dirs.remove(r.uid, &created).unwrap(), Removal::NotOurs);
+        assert!(r.dirs.path_for(r.uid).join("keep").exists());
+    }
+
+    #[test]
+    fn too_deep_tree_is_left_in_place() {
+        let r = root("deep");
+        let p = r.dirs.ensure(r.uid, r.gid).unwrap();
+        let mut deep = p.path.clone();
+        for _ in 0..MAX_DEPTH + 2 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let outcome = r.dirs.remove(r.uid, &p.created.unwrap()).unwrap();
+        assert!(matches!(outcome, Removal::LeftInPlace(ref why) if why.contains("deeper")), "{outcome:?}");
+    }
+
+    #[test]
+    fn created_round_trips() {
+        let c = Created { dev: 2049, ino: 77, tmpfs: true };
+        assert_eq!(Created::decode(&c.encode()), Some(c));
+        assert_eq!(Created::decode("1 2 weird"), None);
+        assert_eq!(Created::decode("1 2 plain extra"), None);
+    }
+}

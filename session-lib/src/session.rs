@@ -1,0 +1,453 @@
+//! Opening and closing sessions: the one place that ties the runtime dir,
+//! the registry, loginuid and the environment together.
+//!
+//! [`Sessions`] is used directly by the CLI (`open --id`, `close --id`,
+//! `list`, `gc`); [`open_session`] and [`close_session`] are what a PAM
+//! module calls, through the small [`PamHost`] trait so that they can be
+//! driven by a scripted fake in tests.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::loginuid::{self, Loginuid};
+use crate::procfs::{self, ProcessId};
+use crate::registry::{Record, RegistryError, SessionRegistry, UserSessions};
+use crate::runtime_dir::{Removal, RuntimeDirError, RuntimeDirs};
+use crate::session_env::session_env;
+use crate::user::{UserError, UserInfo};
+
+/// Severity of a log line (mapped to syslog priorities by the module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+/// What the session logic needs from a PAM handle.
+pub trait PamHost {
+    /// `PAM_USER`.
+    fn user(&mut self) -> Result<String, String>;
+    /// `PAM_SERVICE`.
+    fn service(&self) -> String;
+    fn putenv(&mut self, name: &str, value: &str) -> Result<(), String>;
+    fn log(&self, level: LogLevel, message: &str);
+    /// Keep the registry key from open to close on this handle (`pam_set_data`).
+    fn remember_key(&mut self, key: &str);
+    fn recalled_key(&self) -> Option<String>;
+}
+
+/// Who keeps a session open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Process(ProcessId),
+    Id(String),
+}
+
+#[derive(Debug)]
+pub enum SessionError {
+    User(UserError),
+    RuntimeDir(RuntimeDirError),
+    Registry(RegistryError),
+    Loginuid(loginuid::LoginuidError),
+    /// The calling process vanished from /proc (should not happen).
+    NoProcess,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::User(e) => e.fmt(f),
+            SessionError::RuntimeDir(e) => e.fmt(f),
+            SessionError::Registry(e) => e.fmt(f),
+            SessionError::Loginuid(e) => e.fmt(f),
+            SessionError::NoProcess => f.write_str("cannot read /proc/self/stat; is /proc mounted?"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+impl From<UserError> for SessionError {
+    fn from(e: UserError) -> Self {
+        SessionError::User(e)
+    }
+}
+impl From<RuntimeDirError> for SessionError {
+    fn from(e: RuntimeDirError) -> Self {
+        SessionError::RuntimeDir(e)
+    }
+}
+impl From<RegistryError> for SessionError {
+    fn from(e: RegistryError) -> Self {
+        SessionError::Registry(e)
+    }
+}
+
+/// A session that was opened.
+#[derive(Debug)]
+pub struct Opened {
+    pub key: String,
+    pub runtime_dir: PathBuf,
+    /// The variables the session gets.
+    pub env: Vec<(String, String)>,
+    /// Log-worthy details (dir created, stale records reaped...).
+    pub notes: Vec<String>,
+}
+
+/// What happened to the runtime dir when a session closed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DirFate {
+    Removed,
+    Kept(String),
+}
+
+/// A session that was closed.
+#[derive(Debug)]
+pub struct Closed {
+    /// False when no record matched (closed twice, or opened elsewhere).
+    pub found: bool,
+    pub dir: DirFate,
+    pub notes: Vec<String>,
+}
+
+/// The sessions on this machine under one configuration.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    pub config: Config,
+    pub dirs: RuntimeDirs,
+    pub registry: SessionRegistry,
+}
+
+impl Sessions {
+    pub fn new(config: &Config) -> Sessions {
+        Sessions {
+            config: config.clone(),
+            dirs: RuntimeDirs::new(config),
+            registry: SessionRegistry::new(&config.state_dir),
+        }
+    }
+
+    /// Trust `uid` as the owner of the runtime dir parent and the state
+    /// dir: for unprivileged tests on temporary roots only.
+    pub fn with_trusted_owner(mut self, uid: u32) -> Sessions {
+        self.dirs = self.dirs.with_trusted_owner(uid);
+        self.registry = self.registry.with_trusted_owner(uid);
+        self
+    }
+
+    /// Open a session of `user` kept by `holder`: reap stale records,
+    /// prepare the runtime dir, register. Nothing is left half-done: if
+    /// registering fails, a dir made by this call is removed again.
+    pub fn open(&self, user: &UserInfo, service: &str, holder: Holder) -> Result<Opened, SessionError> {
+        let sessions = self.registry.lock_user(user.uid)?;
+        let mut notes = Vec::new();
+        let (reaped, bad) = sessions.reap_stale()?;
+        if !reaped.is_empty() || bad > 0 {
+            notes.push(format!(
+                "reaped {} stale session record(s) and {bad} unreadable file(s) of uid {}",
+                reaped.len(),
+                user.uid
+            ));
+        }
+        let prepared = self.dirs.ensure(user.uid, user.gid)?;
+        notes.extend(prepared.notes.iter().cloned());
+        if let Some(created) = &prepared.created {
+            notes.push(format!("created {}", prepared.path.display()));
+            if let Err(e) = sessions.set_runtime_dir_marker(Some(created)) {
+                let _ = self.dirs.remove(user.uid, created);
+                return Err(e.into());
+            }
+        }
+        let record = match &holder {
+            Holder::Process(p) => Record::for_process(user.uid, &user.name, service, *p),
+            Holder::Id(id) => Record::with_id(user.uid, &user.name, service, id),
+        };
+        let key = match sessions.add(&record) {
+            Ok(key) => key,
+            Err(e) => {
+                if prepared.created.is_some() {
+                    drop(prepared.fd);
+                    self.settle(&sessions, &user.name);
+                }
+                return Err(e.into());
+            }
+        };
+        let env = session_env(&self.config, Some(&prepared.path));
+        Ok(Opened { key, runtime_dir: prepared.path, env, notes })
+    }
+
+    /// Close the session kept by `process` (`key` if the handle remembers
+    /// it, else the oldest of that process) and settle the runtime dir.
+    pub fn close_process(
+        &self,
+        user: &UserInfo,
+        process: ProcessId,
+        key: Option<&str>,
+    ) -> Result<Closed, SessionError> {
+        let sessions = self.registry.lock_user(user.uid)?;
+        let mut notes = Vec::new();
+        let found = match sessions.key_for_process(process, key)? {
+            Some(k) => sessions.remove(&k)?,
+            None => false,
+        };
+        let (reaped, _) = sessions.reap_stale()?;
+        if !reaped.is_empty() {
+            notes.push(format!("reaped {} stale session record(s) of uid {}", reaped.len(), user.uid));
+        }
+        let dir = self.settle(&sessions, &user.name);
+        Ok(Closed { found, dir, notes })
+    }
+
+    /// Close the session with explicit `id`. An unknown id is an error and
+    /// changes nothing.
+    pub fn close_id(&self, id: &str) -> Result<(Record, Closed), SessionError> {
+        let uid = self.registry.uid_of_id(id)?.ok_or_else(|| RegistryError::UnknownId(id.to_string()))?;
+        let sessions = self.registry.lock_user(uid)?;
+        let key = format!("id-{id}");
+        let (entries, _) = sessions.scan()?;
+        let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
+            // An index entry without a record (crash between the two): drop it.
+            sessions.remove(&key)?;
+            return Err(RegistryError::UnknownId(id.to_string()).into());
+        };
+        sessions.remove(&key)?;
+        sessions.reap_stale()?;
+        let dir = self.settle(&sessions, &entry.record.user);
+        Ok((entry.record, Closed { found: true, dir, notes: Vec::new() }))
+    }
+
+    /// Every live session, after reaping stale ones.
+    pub fn list(&self) -> Result<Vec<Record>, SessionError> {
+        let mut all = Vec::new();
+        for uid in self.registry.uids()? {
+            let sessions = self.registry.lock_user(uid)?;
+            sessions.reap_stale()?;
+            all.extend(sessions.live()?.into_iter().map(|e| e.record));
+        }
+        Ok(all)
+    }
+
+    /// Reap stale records of every user, close id sessions older than
+    /// `older_than` seconds, and remove runtime dirs nobody needs any more.
+    pub fn gc(&self, older_than: Option<u64>) -> Result<GcReport, SessionError> {
+        let mut report = GcReport::default();
+        let now = crate::registry::now();
+        for uid in self.registry.uids()? {
+            let sessions = self.registry.lock_user(uid)?;
+            let (reaped, bad) = sessions.reap_stale()?;
+            report.reaped.extend(reaped);
+            report.unreadable += bad;
+            if let Some(age) = older_than {
+                for entry in sessions.live()? {
+                    if entry.record.id.is_some() && now.saturating_sub(entry.record.since) >= age {
+                        sessions.remove(&entry.key)?;
+                        report.expired.push(entry.record);
+                    }
+                }
+            }
+            if sessions.runtime_dir_marker().is_some() {
+                let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
+                match self.settle(&sessions, &name) {
+                    DirFate::Removed => report.removed_dirs.push(self.dirs.path_for(uid)),
+                    DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// After a close: remove the runtime dir if the policy says so.
+    fn settle(&self, sessions: &UserSessions, user: &str) -> DirFate {
+        let uid = sessions.uid();
+        let live = match sessions.live() {
+            Ok(live) => live.len(),
+            Err(e) => return DirFate::Kept(format!("cannot read the session registry: {e}")),
+        };
+        if live > 0 {
+            return DirFate::Kept(format!("{live} other session(s) of uid {uid} still open"));
+        }
+        if !self.config.remove_on_last_close {
+            return DirFate::Kept("remove_on_last_close = false".into());
+        }
+        if !user.is_empty() && self.config.lingers(user) {
+            return DirFate::Kept(format!("{user} is in linger_users"));
+        }
+        let Some(created) = sessions.runtime_dir_marker() else {
+            return DirFate::Kept("not created by jupyter-session (logind or an admin made it)".into());
+        };
+        if self.config.keep_while_processes {
+            let pids = procfs::processes_of_uid(uid);
+            if !pids.is_empty() {
+                let shown: Vec<String> = pids.iter().take(5).map(u32::to_string).collect();
+                return DirFate::Kept(format!(
+                    "{} process(es) of uid {uid} still run (pid {}); it goes at their next close or `jupyter-session gc`",
+                    pids.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
+        match self.dirs.remove(uid, &created) {
+            Ok(Removal::Removed) | Ok(Removal::AlreadyGone) => {
+                let _ = sessions.set_runtime_dir_marker(None);
+                DirFate::Removed
+            }
+            Ok(Removal::NotOurs) => {
+                let _ = sessions.set_runtime_dir_marker(None);
+                DirFate::Kept("replaced by a directory jupyter-session did not create".into())
+            }
+            Ok(Removal::LeftInPlace(why)) => DirFate::Kept(format!("could not be emptied: {why}")),
+            Err(e) => DirFate::Kept(e.to_string()),
+        }
+    }
+}
+
+/// What [`Sessions::gc`] did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub reaped: Vec<Record>,
+    pub expired: Vec<Record>,
+    pub unreadable: usize,
+    pub removed_dirs: Vec<PathBuf>,
+    pub kept_dirs: Vec<(PathBuf, String)>,
+}
+
+/// How a PAM open_session ended, mapped to a PAM code by the module.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenOutcome {
+    Opened,
+    /// Not for us (root, a uid below min_uid): PAM_IGNORE.
+    NotApplicable(String),
+    UserUnknown(String),
+    Refused(String),
+}
+
+/// How a PAM close_session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    Closed,
+    NotApplicable(String),
+    UserUnknown(String),
+    Failed(String),
+}
+
+/// Resolve PAM_USER and decide whether the session is ours to manage.
+fn applicable_user(host: &mut dyn PamHost, config: &Config) -> Result<UserInfo, (bool, String)> {
+    let name = host.user().map_err(|e| (true, format!("cannot get the PAM user: {e}")))?;
+    let user = UserInfo::by_name(&name).map_err(|e| (true, e.to_string()))?;
+    if user.uid == 0 {
+        return Err((false, format!("{} is root: nothing to do", user.name)));
+    }
+    if user.uid < config.min_uid {
+        return Err((
+            false,
+            format!("{} has uid {} below min_uid {}: nothing to do", user.name, user.uid, config.min_uid),
+        ));
+    }
+    Ok(user)
+}
+
+/// pam_sm_open_session: prepare the runtime dir, register the session,
+/// set loginuid where right, export the environment.
+pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome {
+    let config = &sessions.config;
+    let user = match applicable_user(host, config) {
+        Ok(u) => u,
+        Err((true, msg)) => {
+            host.log(LogLevel::Error, &msg);
+            return OpenOutcome::UserUnknown(msg);
+        }
+        Err((false, msg)) => {
+            if config.debug {
+                host.log(LogLevel::Debug, &msg);
+            }
+            return OpenOutcome::NotApplicable(msg);
+        }
+    };
+    let service = host.service();
+    let Some(me) = ProcessId::current() else {
+        let msg = SessionError::NoProcess.to_string();
+        host.log(LogLevel::Error, &msg);
+        return OpenOutcome::Refused(msg);
+    };
+    let opened = match sessions.open(&user, &service, Holder::Process(me)) {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = format!("session for {} refused: {e}", user.name);
+            host.log(LogLevel::Error, &msg);
+            return OpenOutcome::Refused(msg);
+        }
+    };
+    host.remember_key(&opened.key);
+    if config.debug {
+        for note in &opened.notes {
+            host.log(LogLevel::Debug, note);
+        }
+    }
+    let undo = |host: &mut dyn PamHost, msg: String| {
+        host.log(LogLevel::Error, &msg);
+        let _ = sessions.close_process(&user, me, Some(&opened.key));
+        OpenOutcome::Refused(msg)
+    };
+    match loginuid::apply(config.loginuid, user.uid) {
+        Ok(Loginuid::Skipped(why)) if config.debug => host.log(LogLevel::Debug, &format!("loginuid not set: {why}")),
+        Ok(_) => {}
+        Err(e) => return undo(host, format!("session for {} refused: {e}", user.name)),
+    }
+    for (name, value) in &opened.env {
+        if let Err(e) = host.putenv(name, value) {
+            return undo(host, format!("session for {} refused: cannot export {name}: {e}", user.name));
+        }
+    }
+    host.log(
+        LogLevel::Info,
+        &format!(
+            "session opened for {} (uid {}), XDG_RUNTIME_DIR={}",
+            user.name,
+            user.uid,
+            opened.runtime_dir.display()
+        ),
+    );
+    OpenOutcome::Opened
+}
+
+/// pam_sm_close_session: drop this handle's record and settle the dir.
+pub fn close_session(host: &mut dyn PamHost, sessions: &Sessions) -> CloseOutcome {
+    let config = &sessions.config;
+    let user = match applicable_user(host, config) {
+        Ok(u) => u,
+        Err((true, msg)) => {
+            host.log(LogLevel::Error, &msg);
+            return CloseOutcome::UserUnknown(msg);
+        }
+        Err((false, msg)) => return CloseOutcome::NotApplicable(msg),
+    };
+    let Some(me) = ProcessId::current() else {
+        return CloseOutcome::Failed(SessionError::NoProcess.to_string());
+    };
+    let key = host.recalled_key();
+    match sessions.close_process(&user, me, key.as_deref()) {
+        Ok(closed) => {
+            if config.debug {
+                for note in &closed.notes {
+                    host.log(LogLevel::Debug, note);
+                }
+            }
+            let dir = match &closed.dir {
+                DirFate::Removed => "runtime dir removed".to_string(),
+                DirFate::Kept(why) => format!("runtime dir kept: {why}"),
+            };
+            let found = if closed.found { "" } else { " (no open session was recorded for this process)" };
+            host.log(LogLevel::Info, &format!("session closed for {} (uid {}){found}; {dir}", user.name, user.uid));
+            CloseOutcome::Closed
+        }
+        Err(e) => {
+            let msg = format!("closing the session of {} failed: {e}", user.name);
+            host.log(LogLevel::Error, &msg);
+            CloseOutcome::Failed(msg)
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Shared harness for the integration tests: real users, real PAM service
+//! files, the built module and CLI, and cleanup of everything a test makes.
+//!
+//! Tests that need root or a real component call [`require`]: outside CI
+//! they skip loudly, naming what they need; in CI (`CI=true`) they fail.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Whether we run in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Check a precondition. Returns false (and says so loudly) when the test
+/// must skip; panics in CI, where skipping is a failure.
+#[must_use]
+pub fn require(test: &str, ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(!in_ci(), "{test}: needs {what}, and in CI nothing may be skipped");
+    eprintln!("SKIPPED {test}: needs {what}");
+    false
+}
+
+/// `require(test, euid == 0, "root")` plus the given commands on PATH.
+#[must_use]
+pub fn require_root(test: &str, commands: &[&str]) -> bool {
+    if !require(test, nix::unistd::geteuid().is_root(), "root") {
+        return false;
+    }
+    commands.iter().all(|c| require(test, which(c).is_some(), &format!("the command `{c}`")))
+}
+
+pub fn which(command: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(command)).find(|p| p.is_file())
+}
+
+/// `target/<profile>`: where cargo put the module and the CLI.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The built `libpam_jupyter.so` (run `cargo build --workspace` first).
+pub fn module_path() -> PathBuf {
+    let p = target_dir().join("libpam_jupyter.so");
+    assert!(p.is_file(), "{} missing: run `cargo build --workspace` before the tests", p.display());
+    p
+}
+
+/// The built `jupyter-session` binary.
+pub fn cli_path() -> PathBuf {
+    let p = target_dir().join("jupyter-session");
+    assert!(p.is_file(), "{} missing: run `cargo build --workspace` before the tests", p.display());
+    p
+}
+
+/// A name unique to this test process: `prefix` + pid + counter, short
+/// enough for useradd (32 chars).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Serialize edits of /etc/passwd across test processes (useradd refuses
+/// to run while another holds its lock).
+fn passwd_lock() -> Flock<File> {
+    let f = File::options().create(true).truncate(false).write(true).open("/run/jupyter-session-tests.lock").unwrap();
+    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+/// Run and insist on success, showing output otherwise.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A real user made with `useradd -m`; removed with everything it had
+/// (processes, home, runtime dir) on drop.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    pub fn create(prefix: &str) -> TestUser {
+        Self::create_with(prefix, &[])
+    }
+
+    /// `useradd -m` with extra arguments (e.g. `["-G", "audio"]`).
+    pub fn create_with(prefix: &str, extra: &[&str]) -> TestUser {
+        let name = unique(prefix);
+        {
+            let _lock = passwd_lock();
+            run_ok(Command::new("useradd").args(["-m", "-s", "/bin/sh"]).args(extra).arg(&name));
+        }
+        let u = session_lib::user::UserInfo::by_name(&name).expect("new user resolves");
+        TestUser { name, uid: u.uid, gid: u.gid, home: u.home }
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/user/{}", self.uid))
+    }
+
+    /// Set a password (for PAM authentication by the hub).
+    pub fn set_password(&self, password: &str) {
+        use std::io::Write;
+        let mut child = Command::new("chpasswd").stdin(std::process::Stdio::piped()).spawn().unwrap();
+        writeln!(child.stdin.take().unwrap(), "{}:{password}", self.name).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// Kill every process of this user, by pid.
+    pub fn kill_processes(&self) {
+        for _ in 0..50 {
+            let pids = session_lib::procfs::processes_of_uid(self.uid);
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        self.kill_processes();
+        let rt = self.runtime_dir();
+        if rt.exists() {
+            let _ = Command::new("umount").arg("-l").arg(&rt).output();
+            let _ = fs::remove_dir_all(&rt);
+        }
+        let _lock = passwd_lock();
+        let _ = Command::new("userdel").arg("-r").arg(&self.name).output();
+    }
+}
+
+/// A PAM service file in /etc/pam.d, removed on drop.
+pub struct PamService {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl PamService {
+    /// Write `/etc/pam.d/<unique name>` with these lines. `@MODULE@` in a
+    /// line stands for the absolute path of the built pam_jupyter.
+    pub fn create(prefix: &str, lines: &[&str]) -> PamService {
+        let name = unique(prefix);
+        let path = PathBuf::from("/etc/pam.d").join(&name);
+        let module = module_path().display().to_string();
+        let text: String = lines.iter().map(|l| format!("{}\n", l.replace("@MODULE@", &module))).collect();
+        fs::write(&path, text).unwrap();
+        PamService { name, path }
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A private state dir under /run for one test, removed on drop. Pass
+/// `state_dir=<path>` to the module so tests do not see each other.
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    pub fn new() -> StateDir {
+        StateDir(PathBuf::from(format!("/run/js-test-{}", unique("s"))))
+    }
+
+    pub fn arg(&self) -> String {
+        format!("state_dir={}", self.0.display())
+    }
+
+    /// Number of session records of `uid`.
+    pub fn records(&self, uid: u32) -> usize {
+        fs::read_dir(self.0.join("users").join(uid.to_string()))
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+            .unwrap_or(0)
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// (uid, gid, mode) of a path, not following symlinks.
+pub fn owner_mode(path: &Path) -> Option<(u32, u32, u32)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.gid(), m.mode() & 0o7777))
+}
+
+/// The environment of a running process, from /proc (as root).
+pub fn environ_of(pid: u32) -> Vec<(String, String)> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
