@@ -1,9 +1,46 @@
 //! `jupyter-session`: the session keeper, the diagnostic and session
-//! management. The work is done by session-lib; this is argument parsing
-//! and output.
+//! management. The work is done by session-lib; this is argument parsing,
+//! output and exit codes.
 #![forbid(unsafe_code)]
 
+mod check;
+mod exec;
+mod manage;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "jupyter-session", version, about = "Login sessions for multi-user Jupyter and rootless containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run CMD as USER inside a PAM session kept open for CMD's whole life (run as root)
+    Exec(exec::Args),
+    /// Diagnose why rootless podman would fail in this (or USER's) session
+    Check(check::Args),
+    /// Open a session not bound to a process, e.g. from a Slurm prolog (run as root)
+    Open(manage::OpenArgs),
+    /// Close a session opened with `open --id` (run as root)
+    Close(manage::CloseArgs),
+    /// List open sessions (run as root)
+    List(manage::ListArgs),
+    /// Reap stale sessions and remove runtime dirs nobody needs (run as root)
+    Gc(manage::GcArgs),
+}
+
 fn main() {
-    eprintln!("jupyter-session: no subcommands yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Exec(args) => exec::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Open(args) => manage::open(args),
+        Command::Close(args) => manage::close(args),
+        Command::List(args) => manage::list(args),
+        Command::Gc(args) => manage::gc(args),
+    };
+    std::process::exit(code);
 }
