@@ -1,24 +1,278 @@
-//! `open`, `close`, `list`, `gc`: sessions not bound to a process.
+//! `open`, `close`, `list`, `gc`: sessions not bound to a process (a Slurm
+//! job opened by a prolog and closed by an epilog), and housekeeping.
 #![forbid(unsafe_code)]
 
-#[derive(clap::Args)]
-pub struct OpenArgs {}
-#[derive(clap::Args)]
-pub struct CloseArgs {}
-#[derive(clap::Args)]
-pub struct ListArgs {}
-#[derive(clap::Args)]
-pub struct GcArgs {}
+use std::path::PathBuf;
 
-pub fn open(_a: OpenArgs) -> i32 {
-    125
+use serde::Serialize;
+use session_lib::config::Config;
+use session_lib::registry::{self, Record};
+use session_lib::session::{DirFate, Holder, Sessions};
+use session_lib::user::UserInfo;
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// Config file (default /etc/security/jupyter-session.toml if it exists)
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
-pub fn close(_a: CloseArgs) -> i32 {
-    125
+
+#[derive(clap::Args)]
+pub struct OpenArgs {
+    /// The user the session is for
+    #[arg(long)]
+    user: String,
+    /// The session's id, e.g. slurm-$SLURM_JOB_ID; ends only by `close --id` or `gc --older-than`
+    #[arg(long)]
+    id: String,
+    /// Recorded as the session's service
+    #[arg(long, default_value = "jupyter-session")]
+    service: String,
+    /// Print the session's environment as `export NAME=value` lines (for a Slurm TaskProlog)
+    #[arg(long)]
+    print_env: bool,
+    #[command(flatten)]
+    common: Common,
 }
-pub fn list(_a: ListArgs) -> i32 {
-    125
+
+#[derive(clap::Args)]
+pub struct CloseArgs {
+    /// The id given to `open --id`
+    #[arg(long)]
+    id: String,
+    #[command(flatten)]
+    common: Common,
 }
-pub fn gc(_a: GcArgs) -> i32 {
-    125
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    /// Also close id sessions older than this (e.g. 90s, 30m, 12h, 7d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    older_than: Option<u64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Exit code for errors of this tool itself (the `env`/`runuser` convention).
+const FAILED: i32 = 125;
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("jupyter-session: {msg}");
+    FAILED
+}
+
+/// Load config and insist on root (the registry and /run/user are root's).
+fn setup(common: &Common, what: &str) -> Result<Sessions, i32> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(fail(format!("`{what}` must be run as root (it manages /run/user and the session registry)")));
+    }
+    let config = match &common.config {
+        Some(path) => Config::from_file(path),
+        None => Config::from_default_file(),
+    };
+    config.map(|c| Sessions::new(&c)).map_err(fail)
+}
+
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+pub fn open(args: OpenArgs) -> i32 {
+    let sessions = match setup(&args.common, "open") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if !registry::valid_id(&args.id) {
+        return fail(registry::RegistryError::InvalidId(args.id));
+    }
+    let user = match UserInfo::by_name(&args.user) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    if user.uid == 0 || user.uid < sessions.config.min_uid {
+        return fail(format!(
+            "{} has uid {}, below min_uid {} (or root): no session is managed for it",
+            user.name, user.uid, sessions.config.min_uid
+        ));
+    }
+    match sessions.open(&user, &args.service, Holder::Id(args.id.clone())) {
+        Ok(opened) => {
+            if args.print_env {
+                for (name, value) in &opened.env {
+                    println!("export {name}={}", shell_quote(value));
+                }
+            } else {
+                eprintln!(
+                    "jupyter-session: opened session {} for {} (uid {}), XDG_RUNTIME_DIR={}",
+                    args.id,
+                    user.name,
+                    user.uid,
+                    opened.runtime_dir.display()
+                );
+            }
+            0
+        }
+        Err(e) => fail(format!("cannot open session {} for {}: {e}", args.id, user.name)),
+    }
+}
+
+pub fn close(args: CloseArgs) -> i32 {
+    let sessions = match setup(&args.common, "close") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match sessions.close_id(&args.id) {
+        Ok((record, closed)) => {
+            let dir = match closed.dir {
+                DirFate::Removed => "runtime dir removed".to_string(),
+                DirFate::Kept(why) => format!("runtime dir kept: {why}"),
+            };
+            eprintln!("jupyter-session: closed session {} of {} (uid {}); {dir}", args.id, record.user, record.uid);
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// One row of `list --json`.
+#[derive(Serialize)]
+struct Row<'a> {
+    user: &'a str,
+    uid: u32,
+    service: &'a str,
+    since: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    alive: bool,
+}
+
+impl<'a> From<&'a Record> for Row<'a> {
+    fn from(r: &'a Record) -> Self {
+        Row {
+            user: &r.user,
+            uid: r.uid,
+            service: &r.service,
+            since: r.since,
+            pid: r.pid,
+            id: r.id.as_deref(),
+            alive: r.alive(),
+        }
+    }
+}
+
+pub fn list(args: ListArgs) -> i32 {
+    let sessions = match setup(&args.common, "list") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let records = match sessions.list() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.json {
+        let rows: Vec<Row> = records.iter().map(Row::from).collect();
+        println!("{}", serde_json::json!({ "version": 1, "sessions": rows }));
+        return 0;
+    }
+    println!("{:<16} {:>8} {:<16} {:<24} {:>8} SINCE", "USER", "UID", "SERVICE", "ID", "PID");
+    let now = registry::now();
+    for r in &records {
+        println!(
+            "{:<16} {:>8} {:<16} {:<24} {:>8} {} ago",
+            r.user,
+            r.uid,
+            r.service,
+            r.id.as_deref().unwrap_or("-"),
+            r.pid.map_or("-".to_string(), |p| p.to_string()),
+            human(now.saturating_sub(r.since))
+        );
+    }
+    0
+}
+
+pub fn gc(args: GcArgs) -> i32 {
+    let sessions = match setup(&args.common, "gc") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match sessions.gc(args.older_than) {
+        Ok(report) => {
+            for r in &report.reaped {
+                println!("reaped stale session of {} (uid {}, pid {:?})", r.user, r.uid, r.pid);
+            }
+            for r in &report.expired {
+                println!("closed expired session {} of {} (uid {})", r.id.as_deref().unwrap_or("?"), r.user, r.uid);
+            }
+            if report.unreadable > 0 {
+                println!("removed {} unreadable record file(s)", report.unreadable);
+            }
+            for dir in &report.removed_dirs {
+                println!("removed {}", dir.display());
+            }
+            for (dir, why) in &report.kept_dirs {
+                println!("kept {}: {why}", dir.display());
+            }
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// "90s", "30m", "12h", "7d", or plain seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a duration: use a number with s, m, h or d, e.g. 12h");
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/run/user/1000"), "'/run/user/1000'");
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
 }
