@@ -58,10 +58,15 @@ impl std::error::Error for LoginuidError {}
 
 /// Apply the loginuid policy for `uid` in the calling process.
 pub fn apply(policy: LoginuidPolicy, uid: u32) -> Result<Loginuid, LoginuidError> {
-    apply_at(policy, uid, Path::new(LOGINUID), procfs::thread_count().unwrap_or(1))
+    apply_at(policy, uid, Path::new(LOGINUID), || procfs::thread_count().unwrap_or(1))
 }
 
-fn apply_at(policy: LoginuidPolicy, uid: u32, file: &Path, threads: u32) -> Result<Loginuid, LoginuidError> {
+fn apply_at(
+    policy: LoginuidPolicy,
+    uid: u32,
+    file: &Path,
+    threads: impl FnOnce() -> u32,
+) -> Result<Loginuid, LoginuidError> {
     let fail = |reason: String| LoginuidError { uid, reason };
     if policy == LoginuidPolicy::Never {
         return Ok(Loginuid::Skipped("loginuid=never"));
@@ -93,6 +98,7 @@ fn apply_at(policy: LoginuidPolicy, uid: u32, file: &Path, threads: u32) -> Resu
             _ => Ok(Loginuid::Skipped("running in a user namespace that remaps uids")),
         };
     }
+    let threads = threads();
     if threads > 1 {
         return match policy {
             LoginuidPolicy::Always => Err(fail(format!("the process has {threads} threads"))),
@@ -125,8 +131,8 @@ mod tests {
     #[test]
     fn missing_file_is_skipped_without_failing() {
         let missing = Path::new("/nonexistent/loginuid");
-        assert!(matches!(apply_at(LoginuidPolicy::Auto, 5, missing, 1), Ok(Loginuid::Skipped(_))));
-        assert!(matches!(apply_at(LoginuidPolicy::Always, 5, missing, 1), Ok(Loginuid::Skipped(_))));
+        assert!(matches!(apply_at(LoginuidPolicy::Auto, 5, missing, || 1), Ok(Loginuid::Skipped(_))));
+        assert!(matches!(apply_at(LoginuidPolicy::Always, 5, missing, || 1), Ok(Loginuid::Skipped(_))));
     }
 
     #[test]
@@ -135,17 +141,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("loginuid");
         std::fs::write(&file, "1234").unwrap();
-        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, 8).unwrap(), Loginuid::AlreadySet);
+        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, || 8).unwrap(), Loginuid::AlreadySet);
         std::fs::write(&file, "4294967295").unwrap();
-        assert!(matches!(apply_at(LoginuidPolicy::Auto, 1234, &file, 8), Ok(Loginuid::Skipped(_))));
-        assert!(apply_at(LoginuidPolicy::Always, 1234, &file, 8).is_err());
-        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, 1).unwrap(), Loginuid::Written);
+        assert!(matches!(apply_at(LoginuidPolicy::Auto, 1234, &file, || 8), Ok(Loginuid::Skipped(_))));
+        assert!(apply_at(LoginuidPolicy::Always, 1234, &file, || 8).is_err());
+        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, || 1).unwrap(), Loginuid::Written);
         assert!(std::fs::read_to_string(&file).unwrap().contains("1234"));
         // Another login's uid is kept under auto, replaced under always.
         std::fs::write(&file, "1000").unwrap();
-        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, 1).unwrap(), Loginuid::KeptOther(1000));
+        assert_eq!(apply_at(LoginuidPolicy::Auto, 1234, &file, || 1).unwrap(), Loginuid::KeptOther(1000));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "1000");
-        assert_eq!(apply_at(LoginuidPolicy::Always, 1234, &file, 1).unwrap(), Loginuid::Written);
+        assert_eq!(apply_at(LoginuidPolicy::Always, 1234, &file, || 1).unwrap(), Loginuid::Written);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,19 +22,21 @@ impl ProcessId {
 
     /// The process with this pid, if it runs now.
     pub fn of(pid: u32) -> Option<ProcessId> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        Some(ProcessId { pid, start_time: start_time_from_stat(&stat)? })
+        let mut buf = [0u8; 1024];
+        let stat = read_small(Path::new(&format!("/proc/{pid}/stat")), &mut buf)?;
+        Some(ProcessId { pid, start_time: start_time_from_stat(stat)? })
     }
 
     /// Whether this very process (not just its pid) still runs. A zombie
     /// counts as gone: it will never close its session.
     pub fn alive(&self) -> bool {
-        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => {
-                start_time_from_stat(&stat) == Some(self.start_time)
-                    && state_from_stat(&stat).is_some_and(|s| s != 'Z' && s != 'X')
+        let mut buf = [0u8; 1024];
+        match read_small(Path::new(&format!("/proc/{}/stat", self.pid)), &mut buf) {
+            Some(stat) => {
+                start_time_from_stat(stat) == Some(self.start_time)
+                    && state_from_stat(stat).is_some_and(|s| s != 'Z' && s != 'X')
             }
-            Err(_) => false,
+            None => false,
         }
     }
 }
@@ -57,37 +59,69 @@ fn start_time_from_stat(stat: &str) -> Option<u64> {
 
 /// Number of threads of the calling process (the `Threads:` line).
 pub fn thread_count() -> Option<u32> {
-    status_field(Path::new("/proc/self/status"), "Threads:")?.trim().parse().ok()
+    let mut buf = [0u8; 4096];
+    let status = read_small(Path::new("/proc/self/status"), &mut buf)?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()
 }
 
-fn status_field(path: &Path, key: &str) -> Option<String> {
-    let status = fs::read_to_string(path).ok()?;
-    status.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string)
+/// Read a small /proc file with one `read` (they are generated whole on
+/// the first read): open, read, close, no allocation.
+fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a str> {
+    use std::io::Read;
+    let n = fs::File::open(path).ok()?.read(buf).ok()?;
+    // A full buffer may end inside a multi-byte character: keep what is whole.
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(s) => Some(s),
+        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).ok(),
+    }
+}
+
+/// Whether the process behind /proc/PID has `uid` as its real, effective,
+/// saved or filesystem uid, and is not a zombie.
+fn process_has_uid(proc_dir: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/PID belongs to the process's effective uid while it is dumpable,
+    // to root otherwise: one stat settles most processes.
+    let Ok(meta) = fs::symlink_metadata(proc_dir) else { return false };
+    let owner = meta.uid();
+    if owner != uid && owner != 0 {
+        // Another user's process; its real uid could still be ours only if
+        // it switched between two unprivileged uids, which needs privilege.
+        return false;
+    }
+    let mut buf = [0u8; 2048];
+    let Some(status) = read_small(&proc_dir.join("status"), &mut buf) else { return false };
+    let mut zombie = false;
+    for line in status.lines() {
+        if let Some(state) = line.strip_prefix("State:") {
+            zombie = state.trim_start().starts_with('Z');
+        } else if let Some(ids) = line.strip_prefix("Uid:") {
+            return !zombie && ids.split_whitespace().any(|id| id.parse() == Ok(uid));
+        }
+    }
+    false
 }
 
 /// Pids of processes whose real, effective, saved or filesystem uid is
-/// `uid`, other than zombies. Reads /proc directly: O(processes).
-pub fn processes_of_uid(uid: u32) -> Vec<u32> {
+/// `uid`, other than zombies; at most `limit` of them. O(processes).
+pub fn processes_of_uid_up_to(uid: u32, limit: usize) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut pids = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(status) = fs::read_to_string(entry.path().join("status")) else { continue };
-        let mut zombie = false;
-        let mut matches = false;
-        for line in status.lines() {
-            if let Some(state) = line.strip_prefix("State:") {
-                zombie = state.trim_start().starts_with('Z');
-            } else if let Some(ids) = line.strip_prefix("Uid:") {
-                matches = ids.split_whitespace().any(|id| id.parse() == Ok(uid));
+        if process_has_uid(&entry.path(), uid) {
+            pids.push(pid);
+            if pids.len() >= limit {
                 break;
             }
         }
-        if matches && !zombie {
-            pids.push(pid);
-        }
     }
     pids
+}
+
+/// Every process of `uid` (see [`processes_of_uid_up_to`]).
+pub fn processes_of_uid(uid: u32) -> Vec<u32> {
+    processes_of_uid_up_to(uid, usize::MAX)
 }
 
 /// Whether the calling process sees the identity uid mapping (not inside a

@@ -247,9 +247,15 @@ impl SessionRegistry {
 
     /// Take the lock of `uid` (blocking) and return its sessions.
     pub fn lock_user(&self, uid: u32) -> Result<UserSessions, RegistryError> {
-        self.ensure_layout()?;
         let dir = self.users_dir().join(uid.to_string());
-        self.private_dir(&dir, true)?;
+        // Fast path: the user's directory exists and is private (root 0700,
+        // not a link), so nobody else can have put anything in it. Anything
+        // else goes through the full check of the layout, which says what is
+        // wrong.
+        if self.private_dir(&dir, false).is_err() {
+            self.ensure_layout()?;
+            self.private_dir(&dir, true)?;
+        }
         let lock_path = dir.join("lock");
         let file = OpenOptions::new()
             .create(true)
@@ -302,6 +308,24 @@ pub struct Entry {
     pub record: Record,
 }
 
+/// Which record a close removes: the one of `process`, `preferred` (the key
+/// the PAM handle remembers) if it is one of them, else the oldest.
+#[derive(Clone, Copy, Debug)]
+pub struct Closing<'a> {
+    pub process: ProcessId,
+    pub preferred: Option<&'a str>,
+}
+
+/// What a pass over a user's records did.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// A record of the closing process was found and removed.
+    pub closed: bool,
+    pub reaped: Vec<Record>,
+    pub unreadable: usize,
+    pub live: Vec<Entry>,
+}
+
 /// The sessions of one uid, held under that uid's lock (released on drop).
 pub struct UserSessions {
     uid: u32,
@@ -328,8 +352,7 @@ impl UserSessions {
                 continue;
             }
             let Some(key) = name.strip_suffix(".json") else { continue };
-            let parsed = fs::read(entry.path())
-                .ok()
+            let parsed = read_record(&entry.path())
                 .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
                 .filter(|r| r.uid == self.uid && r.version == RECORD_VERSION);
             match parsed {
@@ -342,20 +365,40 @@ impl UserSessions {
     }
 
     /// Remove records whose process is gone (or whose pid was reused) and
-    /// unreadable files. Returns what was reaped and how many bad files.
-    pub fn reap_stale(&self) -> Result<(Vec<Record>, usize), RegistryError> {
+    /// unreadable files. Returns what was reaped, how many bad files, and
+    /// the live records that remain.
+    pub fn reap_stale(&self) -> Result<Reaped, RegistryError> {
+        self.close_and_reap(None)
+    }
+
+    /// One pass over the user's records: remove the record `closing` names
+    /// (if any), every stale record and every unreadable file.
+    pub fn close_and_reap(&self, closing: Option<Closing<'_>>) -> Result<Reaped, RegistryError> {
         let (entries, bad) = self.scan()?;
-        let mut reaped = Vec::new();
+        let closed_key = closing.and_then(|c| {
+            let mine = entries.iter().filter(|e| e.record.process() == Some(c.process));
+            let mut mine: Vec<&Entry> = mine.collect();
+            match c.preferred.and_then(|p| mine.iter().position(|e| e.key == p)) {
+                Some(i) => Some(mine.swap_remove(i).key.clone()),
+                None => mine.first().map(|e| e.key.clone()),
+            }
+        });
+        let mut out = Reaped { closed: closed_key.is_some(), ..Reaped::default() };
         for entry in entries {
-            if !entry.record.alive() {
-                self.remove_file(&format!("{}.json", entry.key))?;
-                reaped.push(entry.record);
+            if Some(&entry.key) == closed_key.as_ref() {
+                self.remove(&entry.key)?;
+            } else if entry.record.alive() {
+                out.live.push(entry);
+            } else {
+                self.remove(&entry.key)?;
+                out.reaped.push(entry.record);
             }
         }
         for name in &bad {
             self.remove_file(name)?;
         }
-        Ok((reaped, bad.len()))
+        out.unreadable = bad.len();
+        Ok(out)
     }
 
     /// Live records (call [`reap_stale`](Self::reap_stale) first to drop the rest).
@@ -459,23 +502,6 @@ impl UserSessions {
         Ok(existed)
     }
 
-    /// The key of a record kept by `process`: `preferred` if it is one of
-    /// them, else the oldest.
-    pub fn key_for_process(
-        &self,
-        process: ProcessId,
-        preferred: Option<&str>,
-    ) -> Result<Option<String>, RegistryError> {
-        let (entries, _) = self.scan()?;
-        let mine: Vec<&Entry> = entries.iter().filter(|e| e.record.process() == Some(process)).collect();
-        if let Some(p) = preferred
-            && mine.iter().any(|e| e.key == p)
-        {
-            return Ok(Some(p.to_string()));
-        }
-        Ok(mine.first().map(|e| e.key.clone()))
-    }
-
     fn marker_path(&self) -> PathBuf {
         self.dir.join("runtime-dir")
     }
@@ -497,6 +523,16 @@ impl UserSessions {
             None => self.remove_file("runtime-dir"),
         }
     }
+}
+
+/// A record file's bytes with one `read` (records are ~150 bytes; anything
+/// that does not fit is not a record of ours and fails to parse).
+fn read_record(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 4096];
+    let n = File::open(path).ok()?.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 /// The owner and mode of a path, for tests and diagnostics.
@@ -534,10 +570,19 @@ mod tests {
         assert_eq!(s.live().unwrap().len(), 2);
         assert_eq!(owner_and_mode(reg.root()).unwrap().1, 0o700);
         assert_eq!(owner_and_mode(&reg.root().join("users/1234")).unwrap().1, 0o700);
-        assert_eq!(s.key_for_process(me, Some(&b)).unwrap().as_deref(), Some(b.as_str()));
-        assert_eq!(s.key_for_process(me, Some("nope")).unwrap().as_deref(), Some(a.as_str()));
-        assert!(s.remove(&a).unwrap());
-        assert!(!s.remove(&a).unwrap());
+        // The remembered key is closed first; without one, the oldest.
+        let r = s.close_and_reap(Some(Closing { process: me, preferred: Some(&b) })).unwrap();
+        assert!(r.closed);
+        assert_eq!(r.live.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), vec![a.as_str()]);
+        let c = s.add(&Record::for_process(1234, "alice", "sudo", me)).unwrap();
+        let r = s.close_and_reap(Some(Closing { process: me, preferred: Some("nope") })).unwrap();
+        assert!(r.closed);
+        assert_eq!(r.live.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), vec![c.as_str()]);
+        assert!(s.remove(&c).unwrap());
+        assert!(!s.remove(&c).unwrap());
+        let other = ProcessId { pid: me.pid, start_time: me.start_time + 1 };
+        assert!(!s.close_and_reap(Some(Closing { process: other, preferred: None })).unwrap().closed);
+        s.add(&Record::for_process(1234, "alice", "x", me)).unwrap();
         assert_eq!(s.live().unwrap().len(), 1);
         drop(s);
         assert_eq!(reg.uids().unwrap(), vec![1234]);
@@ -560,9 +605,9 @@ mod tests {
         fs::write(dir.join("other-user.json"), serde_json::to_vec(&Record::for_process(99, "eve", "x", me)).unwrap())
             .unwrap();
         fs::write(dir.join(".tmp-crashed"), "partial").unwrap();
-        let (reaped, bad) = s.reap_stale().unwrap();
-        assert_eq!((reaped.len(), bad), (2, 3));
-        let left: Vec<String> = s.live().unwrap().into_iter().map(|e| e.key).collect();
+        let r = s.reap_stale().unwrap();
+        assert_eq!((r.reaped.len(), r.unreadable, r.closed), (2, 3, false));
+        let left: Vec<String> = r.live.into_iter().map(|e| e.key).collect();
         assert_eq!(left, vec![live]);
         assert!(!dir.join("torn.json").exists() && !dir.join(".tmp-crashed").exists());
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::loginuid::{self, Loginuid};
 use crate::procfs::{self, ProcessId};
-use crate::registry::{Record, RegistryError, SessionRegistry, UserSessions};
+use crate::registry::{Closing, Record, RegistryError, SessionRegistry, UserSessions};
 use crate::runtime_dir::{Removal, RuntimeDirError, RuntimeDirs};
 use crate::session_env::session_env;
 use crate::user::{UserError, UserInfo};
@@ -145,11 +145,12 @@ impl Sessions {
     pub fn open(&self, user: &UserInfo, service: &str, holder: Holder) -> Result<Opened, SessionError> {
         let sessions = self.registry.lock_user(user.uid)?;
         let mut notes = Vec::new();
-        let (reaped, bad) = sessions.reap_stale()?;
-        if !reaped.is_empty() || bad > 0 {
+        let reaped = sessions.reap_stale()?;
+        if !reaped.reaped.is_empty() || reaped.unreadable > 0 {
             notes.push(format!(
-                "reaped {} stale session record(s) and {bad} unreadable file(s) of uid {}",
-                reaped.len(),
+                "reaped {} stale session record(s) and {} unreadable file(s) of uid {}",
+                reaped.reaped.len(),
+                reaped.unreadable,
                 user.uid
             ));
         }
@@ -171,7 +172,7 @@ impl Sessions {
             Err(e) => {
                 if prepared.created.is_some() {
                     drop(prepared.fd);
-                    self.settle(&sessions, &user.name);
+                    self.settle(&sessions, reaped.live.len(), &user.name);
                 }
                 return Err(e.into());
             }
@@ -190,16 +191,12 @@ impl Sessions {
     ) -> Result<Closed, SessionError> {
         let sessions = self.registry.lock_user(user.uid)?;
         let mut notes = Vec::new();
-        let found = match sessions.key_for_process(process, key)? {
-            Some(k) => sessions.remove(&k)?,
-            None => false,
-        };
-        let (reaped, _) = sessions.reap_stale()?;
-        if !reaped.is_empty() {
-            notes.push(format!("reaped {} stale session record(s) of uid {}", reaped.len(), user.uid));
+        let pass = sessions.close_and_reap(Some(Closing { process, preferred: key }))?;
+        if !pass.reaped.is_empty() {
+            notes.push(format!("reaped {} stale session record(s) of uid {}", pass.reaped.len(), user.uid));
         }
-        let dir = self.settle(&sessions, &user.name);
-        Ok(Closed { found, dir, notes })
+        let dir = self.settle(&sessions, pass.live.len(), &user.name);
+        Ok(Closed { found: pass.closed, dir, notes })
     }
 
     /// Close the session with explicit `id`. An unknown id is an error and
@@ -215,8 +212,8 @@ impl Sessions {
             return Err(RegistryError::UnknownId(id.to_string()).into());
         };
         sessions.remove(&key)?;
-        sessions.reap_stale()?;
-        let dir = self.settle(&sessions, &entry.record.user);
+        let live = sessions.reap_stale()?.live.len();
+        let dir = self.settle(&sessions, live, &entry.record.user);
         Ok((entry.record, Closed { found: true, dir, notes: Vec::new() }))
     }
 
@@ -225,8 +222,7 @@ impl Sessions {
         let mut all = Vec::new();
         for uid in self.registry.uids()? {
             let sessions = self.registry.lock_user(uid)?;
-            sessions.reap_stale()?;
-            all.extend(sessions.live()?.into_iter().map(|e| e.record));
+            all.extend(sessions.reap_stale()?.live.into_iter().map(|e| e.record));
         }
         Ok(all)
     }
@@ -238,20 +234,23 @@ impl Sessions {
         let now = crate::registry::now();
         for uid in self.registry.uids()? {
             let sessions = self.registry.lock_user(uid)?;
-            let (reaped, bad) = sessions.reap_stale()?;
-            report.reaped.extend(reaped);
-            report.unreadable += bad;
-            if let Some(age) = older_than {
-                for entry in sessions.live()? {
-                    if entry.record.id.is_some() && now.saturating_sub(entry.record.since) >= age {
-                        sessions.remove(&entry.key)?;
-                        report.expired.push(entry.record);
-                    }
+            let pass = sessions.reap_stale()?;
+            report.reaped.extend(pass.reaped);
+            report.unreadable += pass.unreadable;
+            let mut live = 0;
+            for entry in pass.live {
+                let expired = entry.record.id.is_some()
+                    && older_than.is_some_and(|age| now.saturating_sub(entry.record.since) >= age);
+                if expired {
+                    sessions.remove(&entry.key)?;
+                    report.expired.push(entry.record);
+                } else {
+                    live += 1;
                 }
             }
             if sessions.runtime_dir_marker().is_some() {
                 let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
-                match self.settle(&sessions, &name) {
+                match self.settle(&sessions, live, &name) {
                     DirFate::Removed => report.removed_dirs.push(self.dirs.path_for(uid)),
                     DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
                 }
@@ -260,13 +259,10 @@ impl Sessions {
         Ok(report)
     }
 
-    /// After a close: remove the runtime dir if the policy says so.
-    fn settle(&self, sessions: &UserSessions, user: &str) -> DirFate {
+    /// After a close: remove the runtime dir if the policy says so. `live`
+    /// is the number of sessions of the user still open.
+    fn settle(&self, sessions: &UserSessions, live: usize, user: &str) -> DirFate {
         let uid = sessions.uid();
-        let live = match sessions.live() {
-            Ok(live) => live.len(),
-            Err(e) => return DirFate::Kept(format!("cannot read the session registry: {e}")),
-        };
         if live > 0 {
             return DirFate::Kept(format!("{live} other session(s) of uid {uid} still open"));
         }
@@ -279,13 +275,19 @@ impl Sessions {
         let Some(created) = sessions.runtime_dir_marker() else {
             return DirFate::Kept("not created by jupyter-session (logind or an admin made it)".into());
         };
+        // An empty directory holds nothing a running process could lose:
+        // remove it at once, without scanning /proc.
+        if let Ok(true) = self.dirs.remove_if_empty(uid, &created) {
+            let _ = sessions.set_runtime_dir_marker(None);
+            return DirFate::Removed;
+        }
         if self.config.keep_while_processes {
-            let pids = procfs::processes_of_uid(uid);
+            // Stops at the first few: only whether any runs matters here.
+            let pids = procfs::processes_of_uid_up_to(uid, 3);
             if !pids.is_empty() {
-                let shown: Vec<String> = pids.iter().take(5).map(u32::to_string).collect();
+                let shown: Vec<String> = pids.iter().map(u32::to_string).collect();
                 return DirFate::Kept(format!(
-                    "{} process(es) of uid {uid} still run (pid {}); it goes at their next close or `jupyter-session gc`",
-                    pids.len(),
+                    "processes of uid {uid} still run (pid {}); it goes at the next close or `jupyter-session gc` after they end",
                     shown.join(", ")
                 ));
             }

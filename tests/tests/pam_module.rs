@@ -340,27 +340,44 @@ fn killed_host_leaves_a_stale_record_that_the_next_session_reaps() {
 }
 
 #[test]
-fn a_running_user_process_keeps_the_dir_until_it_ends() {
-    if !require_root("a_running_user_process_keeps_the_dir_until_it_ends", &["python3", "setpriv"]) {
+fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
+    if !require_root("a_running_user_process_keeps_a_used_dir_until_it_ends", &["python3", "setpriv"]) {
         return;
     }
     let user = TestUser::create("jsh");
     let state = StateDir::new();
     let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let as_user = |script: &str| {
+        let (uid, gid) = (user.uid.to_string(), user.gid.to_string());
+        Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &gid, "--clear-groups", "sh", "-c", script])
+            .spawn()
+            .unwrap()
+    };
+    // A process of the user outliving the session that keeps state in the
+    // dir (think `podman run -d`: conmon, the container's runtime files).
     let h = Holder::open(&svc.name, &user.name);
-    // A process of the user outliving the session (think `podman run -d`).
-    let mut straggler = Command::new("setpriv")
-        .args(["--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--clear-groups", "sleep", "60"])
-        .spawn()
-        .unwrap();
+    let rt = user.runtime_dir().display().to_string();
+    let mut straggler = as_user(&format!("echo $$ > {rt}/conmon.pid && exec sleep 60"));
+    while !user.runtime_dir().join("conmon.pid").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(h.close(), "CLOSED 0");
-    assert!(user.runtime_dir().exists(), "kept while a process of the uid runs");
+    assert!(user.runtime_dir().join("conmon.pid").exists(), "kept, with its contents, while a process of the uid runs");
     straggler.kill().unwrap();
     straggler.wait().unwrap();
     // The next session's close settles it.
     let h = Holder::open(&svc.name, &user.name);
     assert_eq!(h.close(), "CLOSED 0");
     assert!(!user.runtime_dir().exists());
+
+    // An empty dir holds nothing to lose: removed even while a process runs.
+    let h = Holder::open(&svc.name, &user.name);
+    let mut idle = as_user("exec sleep 60");
+    assert_eq!(h.close(), "CLOSED 0");
+    assert!(!user.runtime_dir().exists(), "empty: removed at the last close");
+    idle.kill().unwrap();
+    idle.wait().unwrap();
 }
 
 #[test]
