@@ -457,3 +457,39 @@ fn thirty_two_users_at_once() {
         assert!(!u.runtime_dir().exists());
     }
 }
+
+/// The mount entry (fstype and options) at `path`, from /proc/self/mountinfo.
+fn mount_at(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find(|l| l.split_whitespace().nth(4) == Some(path.to_str().unwrap())).map(str::to_string)
+}
+
+#[test]
+fn per_user_tmpfs_is_mounted_and_unmounted() {
+    if !require_root("per_user_tmpfs_is_mounted_and_unmounted", &["python3"]) {
+        return;
+    }
+    let user = TestUser::create("jsl");
+    let state = StateDir::new();
+    let svc = PamService::create(
+        "jst",
+        &[&format!("session required @MODULE@ {} tmpfs=true tmpfs_size=8M tmpfs_inodes=1000", state.arg())],
+    );
+    let h = Holder::open(&svc.name, &user.name);
+    let rt = user.runtime_dir();
+    let mount = mount_at(&rt).expect("a tmpfs is mounted on the runtime dir");
+    assert!(mount.contains(" - tmpfs tmpfs "), "{mount}");
+    assert!(mount.contains("nosuid") && mount.contains("nodev"), "{mount}");
+    assert!(mount.contains("size=8192k") && mount.contains("nr_inodes=1000"), "{mount}");
+    assert!(mount.contains(&format!("uid={}", user.uid)) && mount.contains("mode=700"), "{mount}");
+    assert_eq!(owner_mode(&rt), Some((user.uid, user.gid, 0o700)));
+    // The user's files live in the tmpfs and vanish with it.
+    std::fs::write(rt.join("state"), "x").unwrap();
+    let second = Holder::open(&svc.name, &user.name);
+    assert_eq!(mount_at(&rt).map(|_| ()), Some(()), "one mount shared by both sessions");
+    assert_eq!(second.close(), "CLOSED 0");
+    assert!(rt.join("state").exists());
+    assert_eq!(h.close(), "CLOSED 0");
+    assert!(mount_at(&rt).is_none(), "unmounted at the last close");
+    assert!(!rt.exists());
+}
