@@ -82,9 +82,9 @@ fn apply_at(
         }
         Err(e) => return Err(fail(format!("open {}: {e}", file.display()))),
     };
-    let mut current = String::new();
-    let current = match f.read_to_string(&mut current) {
-        Ok(_) => current.trim().parse::<u32>().ok(),
+    let mut buf = [0u8; 16];
+    let current = match f.read(&mut buf) {
+        Ok(n) => std::str::from_utf8(&buf[..n]).ok().and_then(|t| t.trim().parse::<u32>().ok()),
         Err(_) => None,
     };
     match current {

@@ -508,7 +508,8 @@ impl UserSessions {
 
     /// The runtime dir we created for this uid, if we did.
     pub fn runtime_dir_marker(&self) -> Option<Created> {
-        fs::read_to_string(self.marker_path()).ok().and_then(|t| Created::decode(&t))
+        let bytes = read_record(&self.marker_path())?;
+        Created::decode(std::str::from_utf8(&bytes).ok()?)
     }
 
     /// Record (or, with `None`, forget) the runtime dir we created.

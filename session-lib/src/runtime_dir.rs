@@ -296,14 +296,16 @@ impl RuntimeDirs {
         let grand_fd = open(grand, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| RuntimeDirError::Io { path: grand.to_path_buf(), op: "open", errno: e })?;
         let mut made = false;
-        if create {
+        let mut opened = openat(&grand_fd, name, dir_flags(), Mode::empty());
+        if create && matches!(opened, Err(Errno::ENOENT)) {
             match mkdirat(&grand_fd, name, Mode::from_bits_truncate(0o755)) {
                 Ok(()) => made = true,
                 Err(Errno::EEXIST) => {}
                 Err(e) => return Err(io("mkdir", e)),
             }
+            opened = openat(&grand_fd, name, dir_flags(), Mode::empty());
         }
-        let fd = match openat(&grand_fd, name, dir_flags(), Mode::empty()) {
+        let fd = match opened {
             Ok(fd) => fd,
             Err(Errno::ELOOP | Errno::ENOTDIR) => {
                 let found =
