@@ -10,6 +10,7 @@
 //! All `unsafe` lives in [`ffi`]; every other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod config;
 pub mod ffi;
 pub mod loginuid;

@@ -1,3 +1,5 @@
 //! The only place in session-lib with `unsafe` code: thin wrappers over C
 //! interfaces that nix does not cover. Each block carries a `// SAFETY:` note.
 #![allow(unsafe_code)]
+
+pub mod xattr;

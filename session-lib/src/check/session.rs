@@ -1,0 +1,163 @@
+//! session.registered, session.linger, session.bus.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::{Context, Status, Verdict, Who};
+use crate::registry::Record;
+
+/// Read-only look at the registry (no lock, nothing created): the records
+/// of this uid whose keeper still runs.
+pub(super) fn registered(ctx: &Context) -> Verdict {
+    let dir = ctx.config.state_dir.join("users").join(ctx.uid.to_string());
+    let evidence = format!("{}/*.json, /proc/PID/stat of each keeper", dir.display());
+    let expected = "at least one live session record".to_string();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Verdict::new(Status::Warn, "no sessions recorded for this uid", expected, evidence).fix(
+                Who::Admin,
+                "start the user's server through a session (pam_jupyter in the service's PAM stack, or `jupyter-session exec`): without one, nothing keeps the runtime dir and gc may remove it",
+            );
+        }
+        Err(e) => return Verdict::skipped(format!("cannot read {}: {e}", dir.display()), evidence),
+    };
+    let mut live = Vec::new();
+    let mut stale = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let Some(record) = fs::read(entry.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else {
+            continue;
+        };
+        if record.uid != ctx.uid {
+            continue;
+        }
+        if record.alive() {
+            let holder = match (&record.id, record.pid) {
+                (Some(id), _) => format!("id {id}"),
+                (None, Some(pid)) => format!("pid {pid}"),
+                _ => "?".into(),
+            };
+            live.push(format!("{} ({holder})", record.service));
+        } else {
+            stale += 1;
+        }
+    }
+    if live.is_empty() {
+        return Verdict::new(Status::Warn, format!("no live session ({stale} stale records)"), expected, evidence).fix(
+            Who::Admin,
+            "the runtime dir may be removed under running containers: keep the server inside a session (`jupyter-session exec`), or put the user on `linger_users`",
+        );
+    }
+    Verdict::pass(format!("{} live: {}", live.len(), live.join(", ")), expected, evidence)
+}
+
+pub(super) fn linger(ctx: &Context) -> Verdict {
+    let Some(pw) = &ctx.user else { return Verdict::skipped("the user does not resolve", "") };
+    let systemd = ctx.paths.linger_dir.join(&pw.name);
+    let evidence = format!("linger_users in the config, {}", systemd.display());
+    let mut why = Vec::new();
+    if ctx.config.lingers(&pw.name) {
+        why.push("on linger_users");
+    }
+    if systemd.exists() {
+        why.push("systemd linger enabled");
+    }
+    let observed = if why.is_empty() {
+        "not lingering: the runtime dir goes when the last session ends and no process of the user runs".to_string()
+    } else {
+        format!("lingering ({}): the runtime dir is kept", why.join(", "))
+    };
+    Verdict::new(Status::Info, observed, "either (information)", evidence)
+}
+
+/// A socket path from a D-Bus address (`unix:path=...`), if it has one.
+fn bus_socket(address: &str) -> Option<PathBuf> {
+    address.split(';').find_map(|a| {
+        let params = a.strip_prefix("unix:")?;
+        params.split(',').find_map(|p| p.strip_prefix("path=")).map(PathBuf::from)
+    })
+}
+
+pub(super) fn bus(ctx: &Context) -> Verdict {
+    let evidence = "$DBUS_SESSION_BUS_ADDRESS or $XDG_RUNTIME_DIR/bus: lstat, connect";
+    let expected = "a session bus podman can reach (for the systemd cgroup manager)";
+    let socket = match (ctx.var("DBUS_SESSION_BUS_ADDRESS"), ctx.var("XDG_RUNTIME_DIR")) {
+        (Some(addr), _) => match bus_socket(addr) {
+            Some(p) => p,
+            None => {
+                return Verdict::pass(
+                    format!("DBUS_SESSION_BUS_ADDRESS={addr} (not a unix path: not probed)"),
+                    expected,
+                    evidence,
+                );
+            }
+        },
+        (None, Some(rt)) => PathBuf::from(rt).join("bus"),
+        (None, None) => PathBuf::new(),
+    };
+    let fallback = "without a session bus podman uses the cgroupfs manager and warns \"The cgroupv2 manager is set to systemd but there is no systemd user session available\": set `cgroup_manager = \"cgroupfs\"` and `events_logger = \"file\"` under [engine] in ~/.config/containers/containers.conf to make that explicit";
+    if socket.as_os_str().is_empty() {
+        return Verdict::new(Status::Warn, "no bus address and no XDG_RUNTIME_DIR", expected, evidence)
+            .fix(Who::User, fallback);
+    }
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => Verdict::pass(format!("{} accepts connections", socket.display()), expected, evidence),
+        Err(e) => Verdict::new(Status::Warn, format!("{}: {e}", socket.display()), expected, evidence)
+            .fix(Who::User, fallback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::Fixture;
+    use super::*;
+
+    #[test]
+    fn bus_address_forms() {
+        assert_eq!(bus_socket("unix:path=/run/user/1/bus"), Some(PathBuf::from("/run/user/1/bus")));
+        assert_eq!(bus_socket("unix:guid=x,path=/b;tcp:host=h"), Some(PathBuf::from("/b")));
+        assert_eq!(bus_socket("unix:abstract=/tmp/x"), None);
+    }
+
+    #[test]
+    fn bus_and_linger() {
+        let t = Fixture::new("bus");
+        let ctx = t.healthy();
+        let v = bus(&ctx);
+        assert_eq!(v.status, Status::Warn);
+        assert!(v.fix.unwrap().text.contains("cgroup_manager"));
+        let _listener = std::os::unix::net::UnixListener::bind(t.runtime_dir().join("bus")).unwrap();
+        assert_eq!(bus(&ctx).status, Status::Pass, "{:?}", bus(&ctx));
+
+        let v = linger(&ctx);
+        assert!(v.status == Status::Info && v.observed.starts_with("not lingering"));
+        let mut lingering = t.healthy();
+        lingering.config.linger_users = vec![t.name.clone()];
+        assert!(linger(&lingering).observed.contains("linger_users"));
+    }
+
+    #[test]
+    fn registry_records() {
+        let t = Fixture::new("reg");
+        let mut ctx = t.healthy();
+        ctx.config.state_dir = t.root.join("state");
+        assert_eq!(registered(&ctx).status, Status::Warn);
+        let dir = ctx.config.state_dir.join("users").join(ctx.uid.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let me = crate::procfs::ProcessId::current().unwrap();
+        let dead = crate::procfs::ProcessId { start_time: me.start_time + 1, ..me };
+        let stale = Record::for_process(ctx.uid, &t.name, "jupyterhub", dead);
+        fs::write(dir.join("p1.json"), serde_json::to_vec(&stale).unwrap()).unwrap();
+        let v = registered(&ctx);
+        assert!(v.status == Status::Warn && v.observed.contains("1 stale"), "{v:?}");
+        let live = Record::for_process(ctx.uid, &t.name, "jupyterhub", me);
+        fs::write(dir.join("p2.json"), serde_json::to_vec(&live).unwrap()).unwrap();
+        let v = registered(&ctx);
+        assert!(v.status == Status::Pass && v.observed.contains("jupyterhub"), "{v:?}");
+    }
+}
