@@ -57,22 +57,7 @@ pub struct Record {
 }
 
 impl Record {
-    /// A session kept by `process`.
-    pub fn for_process(uid: u32, user: &str, service: &str, process: ProcessId) -> Record {
-        Record {
-            version: RECORD_VERSION,
-            uid,
-            user: user.to_string(),
-            service: service.to_string(),
-            since: now(),
-            pid: Some(process.pid),
-            start_time: Some(process.start_time),
-            id: None,
-        }
-    }
-
-    /// A session with an explicit id, ended only by `close --id` or `gc`.
-    pub fn with_id(uid: u32, user: &str, service: &str, id: &str) -> Record {
+    fn new(uid: u32, user: &str, service: &str) -> Record {
         Record {
             version: RECORD_VERSION,
             uid,
@@ -81,8 +66,18 @@ impl Record {
             since: now(),
             pid: None,
             start_time: None,
-            id: Some(id.to_string()),
+            id: None,
         }
+    }
+
+    /// A session kept by `process`.
+    pub fn for_process(uid: u32, user: &str, service: &str, process: ProcessId) -> Record {
+        Record { pid: Some(process.pid), start_time: Some(process.start_time), ..Record::new(uid, user, service) }
+    }
+
+    /// A session with an explicit id, ended only by `close --id` or `gc`.
+    pub fn with_id(uid: u32, user: &str, service: &str, id: &str) -> Record {
+        Record { id: Some(id.to_string()), ..Record::new(uid, user, service) }
     }
 
     pub fn process(&self) -> Option<ProcessId> {
