@@ -506,10 +506,10 @@ pub fn run(ctx: &Context, selection: &Selection) -> Vec<Finding> {
             Verdict::skipped(format!("{req} {why}"), "")
         } else {
             match check.needs {
-                Needs::Root if ctx.mode != Mode::ForUser => Verdict::skipped(
-                    format!("needs root: run `sudo jupyter-session check --user {}`", ctx.name_or_placeholder()),
-                    "",
-                ),
+                Needs::Root if ctx.mode != Mode::ForUser => {
+                    let name = if ctx.uid == 0 { "NAME".to_string() } else { ctx.name_or_placeholder() };
+                    Verdict::skipped(format!("needs root: run `sudo jupyter-session check --user {name}`"), "")
+                }
                 Needs::Deep if !ctx.deep => Verdict::skipped("deep probe: run with --deep", ""),
                 _ => (check.run)(ctx),
             }

@@ -33,6 +33,9 @@ pub(super) fn cgroup_controllers(ctx: &Context) -> Verdict {
     let self_cgroup = ctx.paths.proc_self.join("cgroup");
     let evidence = format!("{}, cgroup.controllers and owner of the cgroup dir", self_cgroup.display());
     let expected = "the session's cgroup is delegated to the user (owned) with memory and pids controllers";
+    if statfs(&ctx.paths.cgroup_root).map(|s| s.filesystem_type()) != Ok(CGROUP2_SUPER_MAGIC) {
+        return Verdict::skipped("no cgroup v2 hierarchy at the root (see cgroup.v2)", evidence);
+    }
     let Some(rel) =
         read_text(&self_cgroup).and_then(|t| t.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
     else {
@@ -231,7 +234,7 @@ pub(super) fn net_helper(ctx: &Context) -> Verdict {
         Err(why) => Verdict::new(Status::Warn, format!("{}; {why}", helper.display()), expected, evidence).fix(
             Who::Admin,
             format!(
-                "`chmod 0666 {}` (the usual mode; the tun driver checks access itself) — otherwise slirp4netns fails with \"open(\\\"/dev/net/tun\\\"): Permission denied\"; `--network none` works meanwhile",
+                "`chmod 0666 {}` (the usual mode; the tun driver checks access itself) — otherwise slirp4netns fails with 'open(\"/dev/net/tun\"): Permission denied'; `--network none` works meanwhile",
                 tun.display()
             ),
         ),
@@ -255,7 +258,7 @@ pub(super) fn mount_shared(ctx: &Context) -> Verdict {
     let shown = if optional.is_empty() { "private".to_string() } else { optional.join(" ") };
     Verdict::new(Status::Warn, format!("/ propagation: {shown}"), expected, evidence).fix(
         Who::Admin,
-        "`mount --make-rshared /` (systemd does this at boot); harmless for most containers, needed for volume mounts with shared propagation (podman warns \"\\\"/\\\" is not a shared mount\")",
+        "`mount --make-rshared /` (systemd does this at boot); podman only warns ('\"/\" is not a shared mount'), but volumes with shared propagation need it",
     )
 }
 
