@@ -1,0 +1,730 @@
+//! JupyterHub end to end: a real hub (PAMAuthenticator, configurable-http-proxy), real users
+//! logging in over HTTP, real single-user servers, inspected from /proc as root, and rootless
+//! podman run with each server's exact environment and credentials.
+//!
+//! One hub per spawner configuration, several users and assertions per hub:
+//! - `session_spawner_*`: hub as root, `c.JupyterHub.spawner_class = "session"` (the keeper).
+//! - `sudo_spawner_*`: hub as an unprivileged account, SudoSpawner, pam_jupyter in sudo's stack.
+//! - `stock_local_process_spawner_*`: the negative control, what the recipes fix.
+//!
+//! The venv (JupyterHub, jupyter_server, sudospawner, this repo's `python/` package) and the
+//! proxy are installed once under /var/tmp/jupyter-session-hub-test (readable by the test users).
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use jupyter_session_tests::{
+    PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
+};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Where the venv, the proxy and the test image live (0755, readable by the test users).
+const ROOT: &str = "/var/tmp/jupyter-session-hub-test";
+/// What the venv holds; a change here rebuilds it.
+const PYTHON_PACKAGES: &[&str] =
+    &["jupyterhub>=5,<7", "jupyter_server>=2,<3", "sudospawner>=1,<2", "requests", "setuptools>=61", "wheel"];
+const PROXY_PACKAGE: &str = "configurable-http-proxy@5";
+/// The hub's PATH (besides the venv): no root-only directories like /root/.cargo.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PASSWORD: &str = "jupyter-e2e-Pw1";
+const TOOLS: &[&str] = &["useradd", "chpasswd", "npm", "node", "podman", "setpriv", "busybox"];
+
+struct Installed {
+    venv: PathBuf,
+    proxy: PathBuf,
+    image_tar: PathBuf,
+}
+
+impl Installed {
+    fn python(&self) -> PathBuf {
+        self.venv.join("bin/python3")
+    }
+    fn bin(&self, name: &str) -> PathBuf {
+        self.venv.join("bin").join(name)
+    }
+    fn hub_path(&self) -> String {
+        format!("{}:{SYSTEM_PATH}", self.venv.join("bin").display())
+    }
+}
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Install everything once per test process, under a lock shared with other test processes.
+fn installed() -> &'static Installed {
+    static ONCE: OnceLock<Installed> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = PathBuf::from(ROOT);
+        fs::create_dir_all(&root).unwrap();
+        set_mode(&root, 0o755);
+        let lock = fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+        let started = Instant::now();
+
+        let venv = root.join("venv");
+        let key = PYTHON_PACKAGES.join(" ");
+        let stamp = venv.join(".jupyter-session-stamp");
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
+            let _ = fs::remove_dir_all(&venv);
+            // Debian's python (python3-venv), not whatever `python3` is first on root's PATH.
+            run_ok(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
+            run_ok(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "--disable-pip-version-check"])
+                    .args(PYTHON_PACKAGES),
+            );
+            fs::write(&stamp, &key).unwrap();
+        }
+        // This repo's package, fresh every run, built from a copy (no build/ in the repo).
+        let src = root.join("src");
+        let _ = fs::remove_dir_all(&src);
+        run_ok(Command::new("cp").arg("-r").arg(repo_dir().join("python")).arg(&src));
+        for junk in ["build", "jupyterhub_session.egg-info"] {
+            let _ = fs::remove_dir_all(src.join(junk));
+        }
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation"])
+                .args(["--force-reinstall"])
+                .arg(&src),
+        );
+        // The SudoSpawner hook: sudospawner runs `sudospawner-singleuser` from its own directory.
+        let hook = venv.join("bin/sudospawner-singleuser");
+        let _ = fs::remove_file(&hook);
+        std::os::unix::fs::symlink("jupyterhub-session-sudospawner-singleuser", &hook).unwrap();
+
+        let node = root.join("node");
+        let proxy = node.join("node_modules/.bin/configurable-http-proxy");
+        let node_stamp = node.join(".jupyter-session-stamp");
+        if fs::read_to_string(&node_stamp).ok().as_deref() != Some(PROXY_PACKAGE) || !proxy.exists() {
+            let _ = fs::remove_dir_all(&node);
+            fs::create_dir_all(&node).unwrap();
+            run_ok(
+                Command::new("npm")
+                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&node)
+                    .arg(PROXY_PACKAGE),
+            );
+            fs::write(&node_stamp, PROXY_PACKAGE).unwrap();
+        }
+
+        let image_tar = root.join("bb.tar");
+        make_busybox_image(&root.join("bb-rootfs"), &image_tar);
+        // Everything readable (and the programs executable) by the test users and the hub account.
+        for path in [&venv, &node, &image_tar] {
+            run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(path));
+        }
+        eprintln!("jupyterhub: test environment ready in {:.1} s", started.elapsed().as_secs_f64());
+        Installed { venv, proxy, image_tar }
+    })
+}
+
+/// A one-binary image for rootless podman (no registry is reachable): busybox, `id`, `sh`.
+fn make_busybox_image(rootfs: &Path, tar: &Path) {
+    let _ = fs::remove_dir_all(rootfs);
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    let busybox = jupyter_session_tests::which("busybox").expect("busybox");
+    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running hub; on drop: SIGTERM (the hub stops its servers and its proxy), then SIGKILL of
+/// whatever of it is left, and its directory removed. On a failing test, prints the hub's log.
+struct Hub {
+    child: Child,
+    dir: PathBuf,
+    base: String,
+    python: PathBuf,
+    client: PathBuf,
+}
+
+impl Hub {
+    /// Start `jupyterhub -f <dir>/jupyterhub_config.py` in `dir`, as root or (with `as_user`) as
+    /// that account, and wait until it answers.
+    fn start(inst: &Installed, dir: &Path, config: &str, port: u16, as_user: Option<&TestUser>) -> Hub {
+        let cfg = dir.join("jupyterhub_config.py");
+        fs::write(&cfg, config).unwrap();
+        let log = fs::File::create(dir.join("hub.log")).unwrap();
+        let mut cmd = match as_user {
+            None => Command::new(inst.bin("jupyterhub")),
+            Some(u) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).arg("--init-groups");
+                c.arg(inst.bin("jupyterhub"));
+                c
+            }
+        };
+        cmd.arg("-f").arg(&cfg).current_dir(dir).env_clear();
+        cmd.env("PATH", inst.hub_path()).env("LANG", "C.UTF-8");
+        let home = as_user.map(|u| u.home.clone()).unwrap_or_else(|| PathBuf::from("/root"));
+        cmd.env("HOME", home);
+        if let Some(u) = as_user {
+            cmd.env("USER", &u.name).env("LOGNAME", &u.name);
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).process_group(0);
+        let child = cmd.spawn().unwrap();
+        let hub = Hub {
+            child,
+            dir: dir.to_path_buf(),
+            base: format!("http://127.0.0.1:{port}"),
+            python: inst.python(),
+            client: repo_dir().join("tests/jupyterhub/hubclient.py"),
+        };
+        hub.client_ok(&["wait"]);
+        hub
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default()
+    }
+
+    fn client(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.client).arg(args[0]).arg(&self.base).args(&args[1..]);
+        cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
+        run(&mut cmd)
+    }
+
+    fn client_ok(&self, args: &[&str]) -> String {
+        let out = self.client(args);
+        assert!(
+            out.status.success(),
+            "hubclient {args:?} failed:\n{}{}\n--- hub log (last 60 lines) ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 60)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Log `user` in over HTTP (which starts the server); the user's API token.
+    fn login_and_start(&self, user: &TestUser) -> String {
+        let out = self.client_ok(&["start", &user.name, PASSWORD]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    fn stop_server(&self, user: &TestUser, token: &str) {
+        self.client_ok(&["stop", &user.name, token]);
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- hub log ({}) ---\n{}", self.dir.display(), tail(&self.log(), 200));
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever survived: the hub's process group, and the proxy by its pid file.
+        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+        let _ = self.child.wait();
+        if let Some(proxy) = fs::read_to_string(self.dir.join("proxy.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+            if is_command(proxy, "configurable-http-proxy") {
+                let _ = kill(Pid::from_raw(proxy as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+}
+
+fn is_command(pid: u32, needle: &str) -> bool {
+    cmdline(pid).contains(needle)
+}
+
+/// `Name:` field of /proc/PID/status, split into words.
+fn status_field(pid: u32, name: &str) -> Vec<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Live (not zombie) processes whose real uid is `uid` and whose command line contains `needle`.
+fn live_processes(uid: u32, needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let uids = status_field(pid, "Uid");
+        let state = status_field(pid, "State");
+        if uids.first().map(String::as_str) == Some(uid.to_string().as_str())
+            && state.first().map(String::as_str) != Some("Z")
+            && is_command(pid, needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The one single-user server process of `user`.
+fn server_pid(user: &TestUser) -> u32 {
+    let pids = live_processes(user.uid, "jupyterhub-singleuser");
+    assert_eq!(pids.len(), 1, "{}: expected exactly one jupyterhub-singleuser process of uid {}", user.name, user.uid);
+    pids[0]
+}
+
+fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn expected_groups(user: &TestUser) -> BTreeSet<u32> {
+    let name = std::ffi::CString::new(user.name.clone()).unwrap();
+    nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(user.gid))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect()
+}
+
+/// What a server of the recipe under test must look like.
+struct Expect<'a> {
+    /// The PATH the server must have.
+    path: &'a str,
+    /// Whether the session is registered while the server runs (the keeper holds it; with
+    /// SudoSpawner, sudo's session ends when the mediator returns).
+    registered: Option<&'a StateDir>,
+}
+
+/// Everything a correct login session gives the server, read from /proc as root.
+fn assert_session(user: &TestUser, pid: u32, expect: &Expect) {
+    let who = format!("{} (uid {}, server pid {pid})", user.name, user.uid);
+    let u = user.uid.to_string();
+    let g = user.gid.to_string();
+    assert_eq!(status_field(pid, "Uid"), [u.as_str(); 4], "{who}: real/effective/saved/fs uid");
+    assert_eq!(status_field(pid, "Gid"), [g.as_str(); 4], "{who}: primary gid everywhere");
+    let groups: BTreeSet<u32> = status_field(pid, "Groups").iter().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(groups, expected_groups(user), "{who}: supplementary groups");
+    assert!(groups.contains(&100), "{who}: the test made the user a member of `users`");
+
+    let env = environ_of(pid);
+    let rt = user.runtime_dir();
+    assert_eq!(env_var(&env, "XDG_RUNTIME_DIR"), Some(rt.to_str().unwrap()), "{who}: XDG_RUNTIME_DIR");
+    assert_eq!(owner_mode(&rt), Some((user.uid, user.gid, 0o700)), "{who}: {} owner and mode", rt.display());
+    assert!(fs::symlink_metadata(&rt).unwrap().is_dir(), "{who}: runtime dir is a directory");
+    assert_eq!(env_var(&env, "USER"), Some(user.name.as_str()), "{who}: USER");
+    assert_eq!(env_var(&env, "LOGNAME"), Some(user.name.as_str()), "{who}: LOGNAME");
+    assert_eq!(env_var(&env, "HOME"), user.home.to_str(), "{who}: HOME");
+    assert_eq!(env_var(&env, "PATH"), Some(expect.path), "{who}: PATH");
+    // What the spawner passed reaches the server.
+    assert_eq!(env_var(&env, "JUPYTERHUB_USER"), Some(user.name.as_str()), "{who}: JUPYTERHUB_USER");
+    assert!(env_var(&env, "JUPYTERHUB_API_TOKEN").is_some_and(|t| !t.is_empty()), "{who}: JUPYTERHUB_API_TOKEN");
+    assert_eq!(fs::read_link(format!("/proc/{pid}/cwd")).ok(), Some(user.home.clone()), "{who}: cwd");
+    let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid")).unwrap();
+    assert_eq!(loginuid.trim(), u, "{who}: loginuid");
+    if let Some(state) = expect.registered {
+        assert_eq!(state.records(user.uid), 1, "{who}: one registered session while the server runs");
+    }
+}
+
+/// Run a command as the server runs: its uid, gid, groups, environment and cwd.
+fn as_server(pid: u32, program: &str) -> Command {
+    let uid = status_field(pid, "Uid")[0].clone();
+    let gid = status_field(pid, "Gid")[0].clone();
+    let groups = status_field(pid, "Groups").join(",");
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        cmd.arg(format!("--groups={groups}"));
+    }
+    cmd.arg("--").arg(program);
+    cmd.env_clear().envs(environ_of(pid));
+    cmd.current_dir(fs::read_link(format!("/proc/{pid}/cwd")).unwrap());
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Rootless podman works in the server's session: import the local image, run `id` in it.
+fn assert_podman_works(inst: &Installed, user: &TestUser, pid: u32) {
+    run_ok(as_server(pid, "podman").arg("import").arg("--quiet").arg(&inst.image_tar).arg("localhost/bb"));
+    let out = run(as_server(pid, "podman")
+        .args(["run", "--rm", "--network", "none", "--runtime", "runc"])
+        .args(["localhost/bb", "id"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("uid=0(root)"),
+        "{}: rootless podman in the server's session failed ({}):\n{stdout}\n{}",
+        user.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // podman's state went where the session says.
+    assert!(user.runtime_dir().join("libpod").exists(), "{}: podman used $XDG_RUNTIME_DIR/libpod", user.name);
+    kill_pause_process(user);
+}
+
+/// Rootless podman leaves a `catatonit -P` pause process per user: kill it, by pid.
+fn kill_pause_process(user: &TestUser) {
+    for pid in live_processes(user.uid, "catatonit") {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    wait_until(&format!("{}'s podman pause process to exit", user.name), || {
+        live_processes(user.uid, "catatonit").is_empty()
+    });
+}
+
+/// Poll a condition (a bound against hangs, not a timing assertion).
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After the hub stopped the server: nothing of the session is left.
+fn assert_session_closed(user: &TestUser, state: &StateDir) {
+    assert!(live_processes(user.uid, "jupyterhub-singleuser").is_empty(), "{}: server gone", user.name);
+    assert_eq!(state.records(user.uid), 0, "{}: session record removed at stop", user.name);
+    assert!(!user.runtime_dir().exists(), "{}: runtime dir removed at stop", user.name);
+}
+
+fn test_user(prefix: &str) -> TestUser {
+    let u = TestUser::create_with(prefix, &["-G", "users"]);
+    u.set_password(PASSWORD);
+    u
+}
+
+/// The pam_jupyter config file of one test (a private state dir).
+fn session_config(dir: &Path, state: &StateDir) -> PathBuf {
+    let path = dir.join("jupyter-session.toml");
+    fs::write(&path, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
+    set_mode(&path, 0o644);
+    path
+}
+
+/// A private directory for one hub's files.
+fn hub_dir(name: &str, mode: u32) -> PathBuf {
+    let dir = PathBuf::from(ROOT).join("runs").join(unique(name));
+    fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, mode);
+    dir
+}
+
+/// Config common to every hub: loopback ports, the local proxy, PAM login with `service`.
+fn base_config(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&TestUser]) -> String {
+    let mut c = String::new();
+    let allowed: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
+    writeln!(c, "c = get_config()  # noqa").unwrap();
+    writeln!(c, "c.JupyterHub.bind_url = 'http://127.0.0.1:{port}/'").unwrap();
+    writeln!(c, "c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.command = [{:?}]", inst.proxy.display().to_string()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.pid_file = {:?}", dir.join("proxy.pid").display().to_string()).unwrap();
+    writeln!(c, "c.JupyterHub.db_url = 'sqlite:///{}'", dir.join("jupyterhub.sqlite").display()).unwrap();
+    writeln!(c, "c.JupyterHub.cookie_secret_file = {:?}", dir.join("cookie_secret").display().to_string()).unwrap();
+    writeln!(c, "c.JupyterHub.authenticator_class = 'pam'").unwrap();
+    writeln!(c, "c.PAMAuthenticator.service = {service:?}").unwrap();
+    writeln!(c, "c.PAMAuthenticator.open_sessions = False").unwrap();
+    writeln!(c, "c.Authenticator.allowed_users = {{{}}}", allowed.join(", ")).unwrap();
+    writeln!(c, "c.Spawner.start_timeout = 90").unwrap();
+    writeln!(c, "c.Spawner.http_timeout = 90").unwrap();
+    writeln!(c, "c.JupyterHub.log_level = 'DEBUG'").unwrap();
+    c
+}
+
+/// `jupyter-session exec` must be the real keeper for the SessionSpawner test to mean anything.
+fn keeper_is_built(user: &TestUser, service: &str) {
+    let out =
+        run(Command::new(cli_path()).args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
+    assert!(
+        out.status.success(),
+        "`jupyter-session exec` does not work yet ({}): {}\nThe SessionSpawner recipe needs the keeper.",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+#[test]
+fn session_spawner_gives_each_server_a_real_session() {
+    let test = "session_spawner_gives_each_server_a_real_session";
+    if !require_root(test, TOOLS) {
+        return;
+    }
+    let inst = installed();
+    let state = StateDir::new();
+    let dir = hub_dir("sess", 0o700);
+    let config = session_config(&dir, &state);
+    let module_args = format!("config={}", config.display());
+    let service = PamService::create(
+        "jhs",
+        &[
+            "auth     include   common-auth",
+            "account  include   common-account",
+            "session  required  pam_loginuid.so",
+            "session  optional  pam_keyinit.so force revoke",
+            "session  required  pam_limits.so",
+            &format!("session  required  @MODULE@ {module_args}"),
+            "session  include   common-session",
+        ],
+    );
+    let alice = test_user("jha");
+    let bob = test_user("jhb");
+    keeper_is_built(&alice, &service.name);
+
+    let port = free_port();
+    let mut config = base_config(inst, &dir, port, &service.name, &[&alice, &bob]);
+    writeln!(config, "c.JupyterHub.spawner_class = 'session'").unwrap();
+    writeln!(config, "c.SessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
+    writeln!(config, "c.SessionSpawner.pam_service = {:?}", service.name).unwrap();
+    let hub = Hub::start(inst, &dir, &config, port, None);
+    let expect = Expect { path: session_lib::config::DEFAULT_PATH, registered: Some(&state) };
+
+    // Two users log in and start at once.
+    let (ta, tb) = std::thread::scope(|s| {
+        let a = s.spawn(|| hub.login_and_start(&alice));
+        let b = s.spawn(|| hub.login_and_start(&bob));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for user in [&alice, &bob] {
+        let pid = server_pid(user);
+        // The keeper (root) is the server's parent: the spawner's pid.
+        let keeper: u32 = status_field(pid, "PPid")[0].parse().unwrap();
+        assert!(is_command(keeper, "jupyter-session"), "{}: the server's parent is the keeper", user.name);
+        assert_eq!(status_field(keeper, "Uid")[0], "0", "{}: the keeper stays root", user.name);
+        assert_session(user, pid, &expect);
+        assert_podman_works(inst, user, pid);
+    }
+
+    // Stopping alice's server closes her session; bob's is untouched.
+    hub.stop_server(&alice, &ta);
+    assert_session_closed(&alice, &state);
+    assert_session(&bob, server_pid(&bob), &expect);
+
+    // Alice again: a new server, a new session.
+    let ta = hub.login_and_start(&alice);
+    let pid = server_pid(&alice);
+    assert_session(&alice, pid, &expect);
+    assert_podman_works(inst, &alice, pid);
+
+    hub.stop_server(&alice, &ta);
+    hub.stop_server(&bob, &tb);
+    assert_session_closed(&alice, &state);
+    assert_session_closed(&bob, &state);
+}
+
+#[test]
+fn sudo_spawner_with_an_unprivileged_hub() {
+    let test = "sudo_spawner_with_an_unprivileged_hub";
+    if !require_root(test, &[TOOLS, &["sudo", "visudo"]].concat()) {
+        return;
+    }
+    let inst = installed();
+    let state = StateDir::new();
+    // The hub account: may read /etc/shadow (PAM login as non-root), may sudo to the users.
+    let hub_user = TestUser::create_with("jhh", &["-G", "shadow"]);
+    let other = TestUser::create("jho");
+    let alice = test_user("jsa");
+    let bob = test_user("jsb");
+    let dir = hub_dir("sudo", 0o755);
+    run_ok(Command::new("chown").arg(format!("{}:{}", hub_user.uid, hub_user.gid)).arg(&dir));
+    let config = session_config(&dir, &state);
+    let cli = cli_path().display().to_string();
+
+    // Login (the hub authenticates with this service) ...
+    let login = PamService::create("jhl", &["auth include common-auth", "account include common-account"]);
+    // ... and sudo's own stack, pam_jupyter confined to the hub account's calls.
+    let sudo_service = PamService::create(
+        "jhsudo",
+        &[
+            "auth     include   common-auth",
+            "account  include   common-account",
+            &format!("session  [success=2 default=ignore]  pam_succeed_if.so quiet ruser != {}", hub_user.name),
+            "session  required  pam_loginuid.so",
+            &format!("session  required  @MODULE@ config={}", config.display()),
+            "session  include   common-session-noninteractive",
+        ],
+    );
+    let gc = format!("{cli} gc --config {}", config.display());
+    let sudoers = SudoersFile::create(&format!(
+        "Defaults:{hub},{other} pam_service={svc}\n\
+         {hub} ALL=({a},{b}) NOPASSWD: {sudospawner}\n\
+         {hub} ALL=(root) NOPASSWD: {gc}\n\
+         {other} ALL=({a}) NOPASSWD: /usr/bin/env\n",
+        hub = hub_user.name,
+        other = other.name,
+        svc = sudo_service.name,
+        a = alice.name,
+        b = bob.name,
+        sudospawner = inst.bin("sudospawner").display(),
+    ));
+
+    // The guard: another account's sudo through the same stack gets no session.
+    let out = run_ok(Command::new("setpriv").args([
+        &format!("--reuid={}", other.uid),
+        &format!("--regid={}", other.gid),
+        "--init-groups",
+        "sudo",
+        "-n",
+        "-u",
+        &alice.name,
+        "/usr/bin/env",
+    ]));
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(!env.contains("XDG_RUNTIME_DIR="), "pam_jupyter ran for a sudo call not by the hub account:\n{env}");
+    assert!(!alice.runtime_dir().exists(), "no runtime dir from another account's sudo");
+
+    let port = free_port();
+    let mut hub_config = base_config(inst, &dir, port, &login.name, &[&alice, &bob]);
+    writeln!(hub_config, "c.JupyterHub.spawner_class = 'sudospawner.SudoSpawner'").unwrap();
+    writeln!(hub_config, "c.SudoSpawner.sudospawner_path = {:?}", inst.bin("sudospawner").display().to_string())
+        .unwrap();
+    writeln!(hub_config, "c.Spawner.environment = {{'JUPYTER_SESSION_PATH': {cli:?}}}").unwrap();
+    writeln!(hub_config, "from jupyterhub_session import gc_after_stop").unwrap();
+    writeln!(hub_config, "c.Spawner.post_stop_hook = gc_after_stop({cli:?}, gc_args=['--config', {:?}])", {
+        config.display().to_string()
+    })
+    .unwrap();
+    let hub = Hub::start(inst, &dir, &hub_config, port, Some(&hub_user));
+    // The hub really is unprivileged.
+    assert_eq!(status_field(hub.child.id(), "Uid")[0], hub_user.uid.to_string());
+    // SudoSpawner's servers get the hub's environment (PATH included) from the mediator.
+    let hub_path = inst.hub_path();
+    let expect = Expect { path: &hub_path, registered: None };
+
+    let (ta, tb) = std::thread::scope(|s| {
+        let a = s.spawn(|| hub.login_and_start(&alice));
+        let b = s.spawn(|| hub.login_and_start(&bob));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for user in [&alice, &bob] {
+        let pid = server_pid(user);
+        assert_session(user, pid, &expect);
+        assert_podman_works(inst, user, pid);
+    }
+
+    hub.stop_server(&alice, &ta);
+    assert_session_closed(&alice, &state);
+    assert_session(&bob, server_pid(&bob), &expect);
+
+    let ta = hub.login_and_start(&alice);
+    let pid = server_pid(&alice);
+    assert_session(&alice, pid, &expect);
+    assert_podman_works(inst, &alice, pid);
+
+    hub.stop_server(&alice, &ta);
+    hub.stop_server(&bob, &tb);
+    assert_session_closed(&alice, &state);
+    assert_session_closed(&bob, &state);
+    drop(hub);
+    drop(sudoers);
+}
+
+#[test]
+fn stock_local_process_spawner_lacks_the_session() {
+    let test = "stock_local_process_spawner_lacks_the_session";
+    if !require_root(test, TOOLS) {
+        return;
+    }
+    let inst = installed();
+    let dir = hub_dir("stock", 0o700);
+    let login = PamService::create("jhl", &["auth include common-auth", "account include common-account"]);
+    let carol = test_user("jhc");
+    let port = free_port();
+    let config = base_config(inst, &dir, port, &login.name, &[&carol]);
+    let hub = Hub::start(inst, &dir, &config, port, None);
+    let token = hub.login_and_start(&carol);
+    let pid = server_pid(&carol);
+
+    // The same inspection as for the recipes: identity is right ...
+    let u = carol.uid.to_string();
+    assert_eq!(status_field(pid, "Uid"), [u.as_str(); 4]);
+    let env = environ_of(pid);
+    assert_eq!(env_var(&env, "USER"), Some(carol.name.as_str()));
+    assert_eq!(env_var(&env, "HOME"), carol.home.to_str());
+    // ... but there is no session: no runtime dir, no XDG_RUNTIME_DIR, no loginuid, no LOGNAME.
+    assert_eq!(env_var(&env, "XDG_RUNTIME_DIR"), None, "stock spawner: XDG_RUNTIME_DIR");
+    assert!(!carol.runtime_dir().exists(), "stock spawner: nothing creates {}", carol.runtime_dir().display());
+    let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid")).unwrap();
+    assert_ne!(loginuid.trim(), u, "stock spawner: loginuid is not the user's");
+    assert_eq!(env_var(&env, "LOGNAME"), None, "stock spawner: LOGNAME");
+    // What users then do: point XDG_RUNTIME_DIR at /run/user/UID by hand. podman fails.
+    let out = run(as_server(pid, "podman").env("XDG_RUNTIME_DIR", carol.runtime_dir()).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "runc",
+        "localhost/bb",
+        "id",
+    ]));
+    let mut err = String::new();
+    err.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "podman without a session dir should fail; it printed:\n{err}");
+    assert!(err.contains(&format!("/run/user/{}", carol.uid)), "podman's error names the missing runtime dir:\n{err}");
+    kill_pause_process(&carol);
+    hub.stop_server(&carol, &token);
+}
+
+/// A drop-in in /etc/sudoers.d, checked with visudo, removed on drop.
+struct SudoersFile(PathBuf);
+
+impl SudoersFile {
+    fn create(text: &str) -> SudoersFile {
+        let path = PathBuf::from("/etc/sudoers.d").join(unique("jstest"));
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text).unwrap();
+        set_mode(&tmp, 0o440);
+        let check = run(Command::new("visudo").arg("-cf").arg(&tmp));
+        if !check.status.success() {
+            let _ = fs::remove_file(&tmp);
+            panic!("sudoers drop-in refused by visudo:\n{text}\n{}", String::from_utf8_lossy(&check.stdout));
+        }
+        // sudo ignores names with a dot: the rename makes it live.
+        fs::rename(&tmp, &path).unwrap();
+        SudoersFile(path)
+    }
+}
+
+impl Drop for SudoersFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
