@@ -2,4 +2,5 @@
 //! interfaces that nix does not cover. Each block carries a `// SAFETY:` note.
 #![allow(unsafe_code)]
 
+pub mod pam;
 pub mod xattr;

@@ -1,0 +1,383 @@
+//! The PAM *application* interface of Linux-PAM (`libpam`), declared by
+//! hand: the handful of calls a session keeper makes, a conversation
+//! function that answers no prompts, and [`Handle`], an owned `pam_handle_t`
+//! with one safe method per call. The RAII rules (what to close on drop,
+//! which error to report) live in [`crate::pam`]; this file only makes the
+//! calls sound.
+//!
+//! Every C return value is a `c_int` status, compared with the constants
+//! below; nothing from C is trusted as a Rust enum.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+
+/// Opaque `pam_handle_t`.
+#[repr(C)]
+pub struct PamHandleT {
+    _private: [u8; 0],
+}
+
+/// `struct pam_message`.
+#[repr(C)]
+pub struct PamMessage {
+    pub msg_style: c_int,
+    pub msg: *const c_char,
+}
+
+/// `struct pam_response`.
+#[repr(C)]
+pub struct PamResponse {
+    pub resp: *mut c_char,
+    pub resp_retcode: c_int,
+}
+
+type ConvFn = unsafe extern "C" fn(
+    num_msg: c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata_ptr: *mut c_void,
+) -> c_int;
+
+/// `struct pam_conv`.
+#[repr(C)]
+pub struct PamConv {
+    pub conv: Option<ConvFn>,
+    pub appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_start(
+        service_name: *const c_char,
+        user: *const c_char,
+        pam_conversation: *const PamConv,
+        pamh: *mut *mut PamHandleT,
+    ) -> c_int;
+    fn pam_end(pamh: *mut PamHandleT, pam_status: c_int) -> c_int;
+    fn pam_set_item(pamh: *mut PamHandleT, item_type: c_int, item: *const c_void) -> c_int;
+    fn pam_acct_mgmt(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_setcred(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_open_session(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_close_session(pamh: *mut PamHandleT, flags: c_int) -> c_int;
+    fn pam_getenvlist(pamh: *mut PamHandleT) -> *mut *mut c_char;
+    fn pam_putenv(pamh: *mut PamHandleT, name_value: *const c_char) -> c_int;
+    fn pam_strerror(pamh: *mut PamHandleT, errnum: c_int) -> *const c_char;
+}
+
+// Return codes (Linux-PAM `_pam_types.h`).
+pub const PAM_SUCCESS: c_int = 0;
+pub const PAM_OPEN_ERR: c_int = 1;
+pub const PAM_SYMBOL_ERR: c_int = 2;
+pub const PAM_SERVICE_ERR: c_int = 3;
+pub const PAM_SYSTEM_ERR: c_int = 4;
+pub const PAM_BUF_ERR: c_int = 5;
+pub const PAM_PERM_DENIED: c_int = 6;
+pub const PAM_AUTH_ERR: c_int = 7;
+pub const PAM_USER_UNKNOWN: c_int = 10;
+pub const PAM_NEW_AUTHTOK_REQD: c_int = 12;
+pub const PAM_ACCT_EXPIRED: c_int = 13;
+pub const PAM_SESSION_ERR: c_int = 14;
+pub const PAM_CRED_ERR: c_int = 17;
+pub const PAM_CONV_ERR: c_int = 19;
+pub const PAM_ABORT: c_int = 26;
+
+// Items for pam_set_item.
+pub const PAM_SERVICE: c_int = 1;
+pub const PAM_USER: c_int = 2;
+pub const PAM_TTY: c_int = 3;
+pub const PAM_RHOST: c_int = 4;
+pub const PAM_RUSER: c_int = 8;
+
+// Flags.
+pub const PAM_SILENT: c_int = 0x8000;
+pub const PAM_ESTABLISH_CRED: c_int = 0x0002;
+pub const PAM_DELETE_CRED: c_int = 0x0004;
+pub const PAM_REINITIALIZE_CRED: c_int = 0x0008;
+
+// Message styles.
+pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
+pub const PAM_PROMPT_ECHO_ON: c_int = 2;
+pub const PAM_ERROR_MSG: c_int = 3;
+pub const PAM_TEXT_INFO: c_int = 4;
+
+/// What a module said through the conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    Error,
+    Info,
+}
+
+/// Receives the text of PAM_ERROR_MSG / PAM_TEXT_INFO messages.
+pub type MessageSink = Box<dyn FnMut(MessageKind, &str)>;
+
+/// The conversation's private data; boxed so its address is stable for as
+/// long as the handle lives.
+struct ConvData {
+    sink: MessageSink,
+}
+
+/// The conversation function: shows error/info text, refuses every prompt
+/// (PAM_CONV_ERR: nobody is there to answer), never unwinds into C.
+unsafe extern "C" fn conversation(
+    num_msg: c_int,
+    msg: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata_ptr: *mut c_void,
+) -> c_int {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if num_msg <= 0 || msg.is_null() || resp.is_null() || appdata_ptr.is_null() {
+            return PAM_CONV_ERR;
+        }
+        // SAFETY: appdata_ptr is the `ConvData` box pinned in `Handle`
+        // (set in `Handle::start`), alive while the handle is, and libpam
+        // calls the conversation only from within calls on that handle,
+        // which `Handle` makes through `&mut self`: no aliasing borrow.
+        let data = unsafe { &mut *appdata_ptr.cast::<ConvData>() };
+        let n = num_msg as usize;
+        let mut texts = Vec::with_capacity(n);
+        for i in 0..n {
+            // SAFETY: Linux-PAM passes an array of `num_msg` pointers to
+            // messages (the Linux layout, not Solaris' pointer to an array).
+            let m = unsafe { *msg.add(i) };
+            if m.is_null() {
+                return PAM_CONV_ERR;
+            }
+            // SAFETY: `m` points to a valid pam_message for this call.
+            let (style, text) = unsafe { ((*m).msg_style, (*m).msg) };
+            let text = if text.is_null() {
+                String::new()
+            } else {
+                // SAFETY: msg is a NUL-terminated string owned by the module.
+                unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+            };
+            match style {
+                PAM_ERROR_MSG => texts.push((MessageKind::Error, text)),
+                PAM_TEXT_INFO => texts.push((MessageKind::Info, text)),
+                // Prompts (echo on/off), radio, binary: nobody can answer.
+                _ => return PAM_CONV_ERR,
+            }
+        }
+        for (kind, text) in &texts {
+            (data.sink)(*kind, text);
+        }
+        // Informational messages still need a response array (all NULL);
+        // libpam frees it with free(3), so it must come from calloc.
+        // SAFETY: plain allocation; checked for NULL below.
+        let array = unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
+        if array.is_null() {
+            return PAM_BUF_ERR;
+        }
+        // SAFETY: `resp` is a valid out-pointer provided by libpam.
+        unsafe { *resp = array };
+        PAM_SUCCESS
+    }));
+    result.unwrap_or(PAM_CONV_ERR)
+}
+
+/// Writes module messages to stderr, prefixed; the default sink.
+pub fn stderr_sink() -> MessageSink {
+    Box::new(|kind, text| match kind {
+        MessageKind::Error => eprintln!("PAM: {text}"),
+        MessageKind::Info => eprintln!("PAM: {text}"),
+    })
+}
+
+/// An owned `pam_handle_t`: `pam_end` runs exactly once, on [`Handle::end`]
+/// or drop, with the last status seen.
+pub struct Handle {
+    pamh: *mut PamHandleT,
+    last_status: c_int,
+    // Declared after `pamh` so it outlives pam_end (fields drop in order,
+    // and `Drop::drop` runs before any field is dropped anyway).
+    _conv: Box<ConvData>,
+}
+
+impl Handle {
+    /// `pam_start(service, user, conv)`. Err carries the return code.
+    pub fn start(service: &CStr, user: &CStr, sink: MessageSink) -> Result<Handle, c_int> {
+        let mut conv_data = Box::new(ConvData { sink });
+        let conv =
+            PamConv { conv: Some(conversation), appdata_ptr: (&mut *conv_data as *mut ConvData).cast::<c_void>() };
+        let mut pamh: *mut PamHandleT = ptr::null_mut();
+        // SAFETY: both strings are NUL-terminated and outlive the call;
+        // libpam copies `conv` (the struct) and keeps only `appdata_ptr`,
+        // which points into the box we store in the returned Handle.
+        let rc = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
+        if rc != PAM_SUCCESS || pamh.is_null() {
+            if !pamh.is_null() {
+                // SAFETY: libpam returned a handle along with the error; end it.
+                unsafe { pam_end(pamh, rc) };
+            }
+            return Err(if rc == PAM_SUCCESS { PAM_SYSTEM_ERR } else { rc });
+        }
+        Ok(Handle { pamh, last_status: PAM_SUCCESS, _conv: conv_data })
+    }
+
+    fn record(&mut self, rc: c_int) -> Result<(), c_int> {
+        self.last_status = rc;
+        if rc == PAM_SUCCESS { Ok(()) } else { Err(rc) }
+    }
+
+    /// `pam_set_item` for a string item (PAM_RUSER, PAM_TTY, PAM_RHOST...).
+    pub fn set_str_item(&mut self, item: c_int, value: &CStr) -> Result<(), c_int> {
+        // SAFETY: the handle is live; for string items libpam copies the
+        // NUL-terminated value, which outlives the call.
+        let rc = unsafe { pam_set_item(self.pamh, item, value.as_ptr().cast::<c_void>()) };
+        self.record(rc)
+    }
+
+    pub fn acct_mgmt(&mut self, flags: c_int) -> Result<(), c_int> {
+        // SAFETY: the handle is live and used from this thread only (&mut).
+        let rc = unsafe { pam_acct_mgmt(self.pamh, flags) };
+        self.record(rc)
+    }
+
+    pub fn setcred(&mut self, flags: c_int) -> Result<(), c_int> {
+        // SAFETY: as for acct_mgmt.
+        let rc = unsafe { pam_setcred(self.pamh, flags) };
+        self.record(rc)
+    }
+
+    pub fn open_session(&mut self, flags: c_int) -> Result<(), c_int> {
+        // SAFETY: as for acct_mgmt.
+        let rc = unsafe { pam_open_session(self.pamh, flags) };
+        self.record(rc)
+    }
+
+    pub fn close_session(&mut self, flags: c_int) -> Result<(), c_int> {
+        // SAFETY: as for acct_mgmt.
+        let rc = unsafe { pam_close_session(self.pamh, flags) };
+        self.record(rc)
+    }
+
+    /// `pam_putenv("NAME=value")`, or `"NAME"` to delete.
+    pub fn putenv(&mut self, name_value: &CStr) -> Result<(), c_int> {
+        // SAFETY: the handle is live; libpam copies the string.
+        let rc = unsafe { pam_putenv(self.pamh, name_value.as_ptr()) };
+        self.record(rc)
+    }
+
+    /// `pam_getenvlist`, copied out as raw `NAME=value` byte strings; the
+    /// C list is freed here. Err(PAM_BUF_ERR) when libpam returns NULL.
+    pub fn getenvlist(&mut self) -> Result<Vec<Vec<u8>>, c_int> {
+        // SAFETY: the handle is live; the result is NULL or a malloc'd,
+        // NULL-terminated array of malloc'd strings that we now own.
+        let list = unsafe { pam_getenvlist(self.pamh) };
+        if list.is_null() {
+            return Err(PAM_BUF_ERR);
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            // SAFETY: the array is NULL-terminated; i never passes the NULL.
+            let entry = unsafe { *list.add(i) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: each entry is a NUL-terminated string we own; copy it,
+            // then free it once.
+            out.push(unsafe { CStr::from_ptr(entry) }.to_bytes().to_vec());
+            // SAFETY: allocated by libpam with malloc, freed exactly once.
+            unsafe { libc::free(entry.cast::<c_void>()) };
+            i += 1;
+        }
+        // SAFETY: the array itself, malloc'd by libpam, freed exactly once.
+        unsafe { libc::free(list.cast::<c_void>()) };
+        Ok(out)
+    }
+
+    /// `pam_strerror` for a code, copied out.
+    pub fn strerror(&mut self, code: c_int) -> String {
+        strerror_of(self.pamh, code)
+    }
+
+    /// `pam_end` with the last status (or `status` if given).
+    pub fn end(mut self, status: Option<c_int>) -> c_int {
+        if let Some(s) = status {
+            self.last_status = s;
+        }
+        self.end_now()
+        // Drop then sees a NULL handle and does nothing.
+    }
+
+    fn end_now(&mut self) -> c_int {
+        if self.pamh.is_null() {
+            return PAM_SUCCESS;
+        }
+        // SAFETY: the handle is live and ended exactly once (set to NULL).
+        let rc = unsafe { pam_end(self.pamh, self.last_status) };
+        self.pamh = ptr::null_mut();
+        rc
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.end_now();
+    }
+}
+
+/// `pam_strerror` without a handle (Linux-PAM ignores the handle argument).
+pub fn strerror(code: c_int) -> String {
+    strerror_of(ptr::null_mut(), code)
+}
+
+fn strerror_of(pamh: *mut PamHandleT, code: c_int) -> String {
+    // SAFETY: Linux-PAM's pam_strerror only maps the code to a static
+    // string and does not dereference the handle (NULL is fine).
+    let s = unsafe { pam_strerror(pamh, code) };
+    if s.is_null() {
+        return format!("PAM error {code}");
+    }
+    // SAFETY: non-NULL results are static NUL-terminated strings.
+    unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+}
+
+/// A C string for PAM, rejecting interior NULs.
+pub fn c_string(s: &str) -> Option<CString> {
+    CString::new(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strerror_maps_codes() {
+        assert_eq!(strerror(PAM_SUCCESS), "Success");
+        assert!(strerror(PAM_ACCT_EXPIRED).to_lowercase().contains("expired"), "{}", strerror(PAM_ACCT_EXPIRED));
+    }
+
+    #[test]
+    fn conversation_refuses_prompts_and_passes_messages() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let seen: Rc<RefCell<Vec<(MessageKind, String)>>> = Rc::default();
+        let seen2 = seen.clone();
+        let mut data = ConvData { sink: Box::new(move |k, t| seen2.borrow_mut().push((k, t.to_string()))) };
+        let appdata = (&mut data as *mut ConvData).cast::<c_void>();
+        let text = c"hello";
+        let info = PamMessage { msg_style: PAM_TEXT_INFO, msg: text.as_ptr() };
+        let err = PamMessage { msg_style: PAM_ERROR_MSG, msg: text.as_ptr() };
+        let prompt = PamMessage { msg_style: PAM_PROMPT_ECHO_OFF, msg: c"Password: ".as_ptr() };
+
+        let mut msgs: [*const PamMessage; 2] = [&info, &err];
+        let mut resp: *mut PamResponse = ptr::null_mut();
+        // SAFETY: valid message array, out-pointer and appdata for the call.
+        let rc = unsafe { conversation(2, msgs.as_mut_ptr(), &mut resp, appdata) };
+        assert_eq!(rc, PAM_SUCCESS);
+        assert!(!resp.is_null());
+        // SAFETY: the conversation returned a calloc'd array we now own.
+        unsafe { libc::free(resp.cast()) };
+        assert_eq!(seen.borrow().len(), 2);
+        assert_eq!(seen.borrow()[1].0, MessageKind::Error);
+
+        let mut msgs: [*const PamMessage; 2] = [&info, &prompt];
+        let mut resp: *mut PamResponse = ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { conversation(2, msgs.as_mut_ptr(), &mut resp, appdata) };
+        assert_eq!(rc, PAM_CONV_ERR);
+        assert!(resp.is_null());
+    }
+}
