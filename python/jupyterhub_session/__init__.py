@@ -1,7 +1,18 @@
 """JupyterHub recipes for jupyter-session: every single-user server in a real login session."""
 
-from .spawner import SessionSpawner
-from .sudo import gc_after_stop
-
 __all__ = ["SessionSpawner", "gc_after_stop"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy: the sudospawner-singleuser hook imports .sudo and must start fast (it has about a
+    # second before sudospawner's mediator returns), without importing JupyterHub.
+    if name == "SessionSpawner":
+        from .spawner import SessionSpawner
+
+        return SessionSpawner
+    if name == "gc_after_stop":
+        from .sudo import gc_after_stop
+
+        return gc_after_stop
+    raise AttributeError(name)
