@@ -1,15 +1,59 @@
-//! `jupyter-session exec`: the session keeper.
+//! `jupyter-session exec`: the session keeper. Opens a PAM session for the
+//! user, runs the command as the user for its whole life, forwards signals,
+//! closes the session when it ends. The work is in session_lib::launcher.
 #![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use session_lib::Config;
+use session_lib::launcher::{self, EXIT_KEEPER_FAILED, KeeperOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// PAM service (a file in /etc/pam.d) whose session stack to run
+    #[arg(long, default_value = "jupyterhub")]
+    pub service: String,
+    /// The user to run CMD as
     #[arg(long)]
     pub user: String,
-    #[arg(trailing_var_arg = true, required = true)]
-    pub command: Vec<String>,
+    /// Working directory of CMD (default: the user's home)
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// Configuration file (default: /etc/jupyter-session.toml if it exists); only min_uid is used here
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD", value_parser = clap::value_parser!(OsString))]
+    pub command: Vec<OsString>,
 }
 
-pub fn run(_args: Args) -> i32 {
-    eprintln!("jupyter-session exec: not built yet");
-    125
+pub fn run(args: Args) -> i32 {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path),
+        None => Config::from_default_file(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jupyter-session exec: {e}");
+            return EXIT_KEEPER_FAILED;
+        }
+    };
+    let opts = KeeperOptions {
+        service: args.service,
+        user: args.user,
+        chdir: args.chdir,
+        command: args.command,
+        base_env: std::env::vars_os().collect(),
+        config,
+    };
+    let result = launcher::run(&opts);
+    if let Err(e) = &result.outcome {
+        eprintln!("jupyter-session exec: {e}");
+    }
+    if let Some(e) = &result.close_error {
+        eprintln!("jupyter-session exec: closing the session: {e}");
+    }
+    result.exit_code()
 }

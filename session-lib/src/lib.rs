@@ -13,6 +13,7 @@
 pub mod check;
 pub mod config;
 pub mod ffi;
+pub mod launcher;
 pub mod loginuid;
 pub mod pam;
 pub mod procfs;

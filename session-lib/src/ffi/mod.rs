@@ -3,4 +3,5 @@
 #![allow(unsafe_code)]
 
 pub mod pam;
+pub mod process;
 pub mod xattr;

@@ -1,0 +1,125 @@
+//! Process primitives the session keeper needs and nix leaves `unsafe` or
+//! does not wrap: fork (only when single-threaded), `_exit`, resetting every
+//! signal disposition, and marking inherited fds close-on-exec.
+
+use std::ffi::c_int;
+use std::io;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::unistd::Pid;
+
+/// Which side of a fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    Parent { child: Pid },
+    Child,
+}
+
+/// `fork(2)`, refused unless this process has exactly one thread.
+///
+/// In a single-threaded parent the child is an exact copy with no lock held
+/// by a vanished thread, so it may allocate, format and call ordinary Rust
+/// code until it execs or exits.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    match crate::procfs::thread_count() {
+        Some(1) => {}
+        Some(n) => {
+            return Err(io::Error::other(format!(
+                "refusing to fork: the process has {n} threads (the keeper must be single-threaded)"
+            )));
+        }
+        None => return Err(io::Error::other("refusing to fork: cannot read the thread count from /proc/self/status")),
+    }
+    // SAFETY: we just checked that this process has a single thread, so no
+    // other thread can hold a lock (malloc, stdio, NSS) that the child
+    // would inherit locked; the child may therefore run arbitrary code.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Forked::Parent { child }),
+        Ok(nix::unistd::ForkResult::Child) => Ok(Forked::Child),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// `_exit(2)`: leave at once, without atexit handlers or stdio flushing
+/// (which belong to the parent's copy of the process).
+pub fn exit_now(code: c_int) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Set every catchable signal back to SIG_DFL. Ignored signals survive
+/// exec (Rust's runtime ignores SIGPIPE, for one), so a child about to exec
+/// someone else's program must reset them.
+pub fn reset_signal_dispositions() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL cannot break memory safety (no Rust
+        // handler runs); failures for signals the kernel refuses are fine.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+    // Real-time signals, which nix's Signal does not list.
+    for raw in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty
+        // mask; a valid pointer is passed for the new action and NULL for
+        // the old one.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(raw, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Mark every fd from `first` up close-on-exec (`close_range` with
+/// CLOSE_RANGE_CLOEXEC; Linux ≥ 5.11), falling back to fcntl over
+/// /proc/self/fd. Fds stay usable until exec, so a CLOEXEC error pipe
+/// still works.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only changes flags of this process's fds; with
+    // CLOSE_RANGE_CLOEXEC it closes nothing.
+    let rc = unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        if let Some(fd) = entry?.file_name().to_str().and_then(|s| s.parse::<c_int>().ok())
+            && fd >= first as c_int
+        {
+            fds.push(fd);
+        }
+    }
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on an fd number only touch its flags; an
+        // fd that is gone (the read_dir handle) just returns EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloexec_marks_fds() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        // std opens with O_CLOEXEC; clear it, then let cloexec_from set it.
+        let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::from_bits_truncate(flags & !1)))
+            .unwrap();
+        cloexec_from(fd as u32).unwrap();
+        let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
+}
