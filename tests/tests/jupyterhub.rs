@@ -196,7 +196,9 @@ impl Hub {
             python: inst.python(),
             client: repo_dir().join("tests/jupyterhub/hubclient.py"),
         };
+        let started = Instant::now();
         hub.client_ok(&["wait"]);
+        eprintln!("jupyterhub: hub up in {:.1} s ({})", started.elapsed().as_secs_f64(), dir.display());
         hub
     }
 
@@ -225,13 +227,17 @@ impl Hub {
 
     /// Log `user` in over HTTP (which starts the server); the user's API token.
     fn login_and_start(&self, user: &TestUser) -> String {
+        let started = Instant::now();
         let out = self.client_ok(&["start", &user.name, PASSWORD]);
+        eprintln!("jupyterhub: {} logged in, server ready in {:.1} s", user.name, started.elapsed().as_secs_f64());
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
         v["token"].as_str().expect("token").to_string()
     }
 
     fn stop_server(&self, user: &TestUser, token: &str) {
+        let started = Instant::now();
         self.client_ok(&["stop", &user.name, token]);
+        eprintln!("jupyterhub: {}'s server stopped in {:.1} s", user.name, started.elapsed().as_secs_f64());
     }
 }
 
@@ -697,8 +703,8 @@ fn stock_local_process_spawner_lacks_the_session() {
         "localhost/bb",
         "id",
     ]));
-    let mut err = String::new();
-    err.push_str(&String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("jupyterhub: stock spawner, podman with XDG_RUNTIME_DIR set by hand: {}", err.trim());
     assert!(!out.status.success(), "podman without a session dir should fail; it printed:\n{err}");
     assert!(err.contains(&format!("/run/user/{}", carol.uid)), "podman's error names the missing runtime dir:\n{err}");
     kill_pause_process(&carol);
