@@ -267,8 +267,24 @@ fn broken_sessions_are_named_with_the_right_fix() {
 
     // No runtime dir yet, XDG_RUNTIME_DIR unset: the admin must give the
     // service a session; everything that needs the dir is skipped.
-    let r = check_as(&user, None, &with(&env, &[("XDG_RUNTIME_DIR", None)]), &[]);
+    let unset = with(&env, &[("XDG_RUNTIME_DIR", None)]);
+    let r = check_as(&user, None, &unset, &[]);
     assert_eq!(r.code, 1);
+    // The same as text: one line per check, the fix under the failure.
+    let mut cmd = Command::new("setpriv");
+    cmd.args([format!("--reuid={}", user.uid), format!("--regid={}", user.gid), "--init-groups".into()]);
+    cmd.args(["env", "-i"]).args(unset.iter().map(|(k, v)| format!("{k}={v}")));
+    let out = run(cmd.arg(cli_path()).arg("check").current_dir("/"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with("FAIL  env.runtime_dir.set ")).expect(&text);
+    assert!(lines[at].contains("XDG_RUNTIME_DIR unset (expected: XDG_RUNTIME_DIR=/run/user/"), "{text}");
+    assert!(lines[at + 1].trim_start().starts_with("fix (admin): give the service a session"), "{text}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("skip  env.runtime_dir.owner") && l.contains("env.runtime_dir.set failed"))
+    );
+    assert!(lines.last().unwrap().contains("failed"), "summary line: {text}");
     r.expect("env.runtime_dir.set", "fail", "XDG_RUNTIME_DIR unset", "admin", "session required pam_jupyter.so");
     assert_eq!(r.finding("env.runtime_dir.owner")["skipped_reason"], "env.runtime_dir.set failed");
     assert_eq!(r.status("storage.bootid"), "skipped");
@@ -390,6 +406,7 @@ fn a_user_without_subordinate_ids_is_told_how_to_add_them() {
 struct HeldSession {
     child: Child,
     stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
     env: Vec<(String, String)>,
 }
 
@@ -418,7 +435,15 @@ impl HeldSession {
             let (k, v) = l.split_once('=').unwrap();
             env.push((k.to_string(), v.to_string()));
         }
-        HeldSession { child, stdin, env }
+        HeldSession { child, stdin, stdout, env }
+    }
+
+    /// pam_close_session + pam_end; returns the holder's "CLOSED <rc>".
+    fn close(mut self) -> String {
+        drop(self.stdin.take());
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
     }
 }
 
@@ -469,6 +494,25 @@ fn a_real_pam_jupyter_session_passes_every_fail_check() {
         Some(true)
     );
 
+    // podman left its pause process and state: they match this boot and
+    // the configured ranges...
+    let r = check_as(&user, None, &env, &[]);
+    r.expect("subid.live", "pass", "pause process", "", "");
+    r.expect("storage.bootid", "pass", "from this boot", "", "");
+    // ...until the ranges change (a copy with another range for the user)...
+    let files = TmpDir::new();
+    let moved = files.0.join("subuid");
+    fs::write(&moved, format!("{}:4000000000:65536\n", user.name)).unwrap();
+    let r = check_as(&user, None, &env, &["--subuid-file", moved.to_str().unwrap()]);
+    r.expect("subid.live", "warn", "configured subuids 4000000000:65536", "user", "podman system migrate");
+    // ...or the state predates the boot (podman 4 keeps an empty `alive` file).
+    let alive = user.runtime_dir().join("libpod/tmp/alive");
+    assert!(alive.exists(), "podman info made {}", alive.display());
+    jupyter_session_tests::run_ok(Command::new("touch").args(["-h", "-d", "2000-01-01"]).arg(&alive));
+    let r = check_as(&user, None, &env, &[]);
+    r.expect("storage.bootid", "warn", "older than the boot", "user", "libpod");
+    assert!(r.doc["findings"].as_array().unwrap().iter().all(|f| f["status"] != "fail"));
+
     // As root: the registry shows the live session, the ranges overlap nobody.
     let config = state.0.with_extension("toml");
     fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
@@ -479,7 +523,7 @@ fn a_real_pam_jupyter_session_passes_every_fail_check() {
     r.expect("subid.overlap", "pass", "no overlaps", "", "");
     r.expect("env.runtime_dir.owner", "pass", "mode 0700", "", "");
     assert_eq!(r.status("podman.info"), "skipped", "deep probes only when asked");
-    drop(session);
+    assert_eq!(session.close(), "CLOSED 0");
 }
 
 #[test]
