@@ -598,3 +598,46 @@ fn explain_maps_each_catalogue_message_to_its_checks() {
     );
     assert!(!text.contains("\x1b["), "no colour when stdout is not a terminal");
 }
+
+#[test]
+fn the_keeper_session_passes_and_check_user_predicts_it() {
+    if !require_root(
+        "the_keeper_session_passes_and_check_user_predicts_it",
+        &["useradd", "podman", "newuidmap", "conmon"],
+    ) {
+        return;
+    }
+    let user = TestUser::create("jsce");
+    let state = StateDir::new();
+    let svc = PamService::create("jsce", &[&format!("session required @MODULE@ {}", state.arg())]);
+    // What a spawner runs: the keeper, with an empty environment, running
+    // the check as the user inside the session it keeps.
+    let out = run(Command::new(cli_path())
+        .env_clear()
+        .args(["exec", "--service", &svc.name, "--user", &user.name, "--"])
+        .arg(cli_path())
+        .args(["check", "--json"]));
+    let inside = parse(out);
+    assert_eq!(inside.doc["mode"], "session");
+    let failed: Vec<&Value> =
+        inside.doc["findings"].as_array().unwrap().iter().filter(|f| f["status"] == "fail").collect();
+    assert!(failed.is_empty(), "the keeper's session has failures: {failed:#?}");
+    for id in ["id.user", "id.gid", "env.home", "env.runtime_dir.set", "env.runtime_dir.owner", "subid.ranges"] {
+        assert_eq!(inside.status(id), "pass", "{id}: {:#}", inside.finding(id));
+    }
+    // As root, `--user` predicts the same verdicts for the session's facts.
+    let config = state.0.with_extension("toml");
+    fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
+    let out = run(Command::new(cli_path()).args(["check", "--json", "--user", &user.name, "--config"]).arg(&config));
+    let _ = fs::remove_file(&config);
+    let predicted = parse(out);
+    for id in ["id.user", "id.gid", "env.home", "env.runtime_dir.set", "path.tools", "subid.ranges", "kernel.userns"] {
+        assert_eq!(
+            predicted.status(id),
+            inside.status(id),
+            "{id}: predicted {:#} inside {:#}",
+            predicted.finding(id),
+            inside.finding(id)
+        );
+    }
+}
