@@ -266,26 +266,6 @@ impl RuntimeDirs {
         }
     }
 
-    /// Remove the runtime dir of `uid` only if it is empty and still the
-    /// one we created (not a tmpfs: that needs an unmount). Ok(false): not
-    /// removed, nothing changed.
-    pub fn remove_if_empty(&self, uid: u32, created: &Created) -> Result<bool, RuntimeDirError> {
-        if created.tmpfs {
-            return Ok(false);
-        }
-        let path = self.path_for(uid);
-        let name = uid.to_string();
-        let parent = self.open_parent(false)?;
-        let fd = open_dir_nofollow(&parent, &name, &path)?;
-        let st = fstat(&fd).map_err(|e| RuntimeDirError::Io { path: path.clone(), op: "fstat", errno: e })?;
-        if (st.st_dev, st.st_ino) != (created.dev, created.ino) {
-            return Ok(false);
-        }
-        // rmdir refuses a non-empty directory atomically; only root can swap
-        // the entry in the root-owned parent between the check and here.
-        Ok(unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir).is_ok())
-    }
-
     /// Open the parent, creating it (root:root 0755) when `create`.
     fn open_parent(&self, create: bool) -> Result<OwnedFd, RuntimeDirError> {
         let unsafe_parent = |reason: String| RuntimeDirError::UnsafeParent { path: self.parent.clone(), reason };
@@ -588,21 +568,6 @@ mod tests {
         std::fs::write(r.dirs.path_for(r.uid).join("keep"), "").unwrap();
         assert_eq!(r.dirs.remove(r.uid, &created).unwrap(), Removal::NotOurs);
         assert!(r.dirs.path_for(r.uid).join("keep").exists());
-    }
-
-    #[test]
-    fn remove_if_empty_only_removes_an_empty_dir_of_ours() {
-        let r = root("empty");
-        let p = r.dirs.ensure(r.uid, r.gid).unwrap();
-        let created = p.created.unwrap();
-        std::fs::write(p.path.join("sock"), "").unwrap();
-        assert!(!r.dirs.remove_if_empty(r.uid, &created).unwrap());
-        assert!(p.path.join("sock").exists());
-        std::fs::remove_file(p.path.join("sock")).unwrap();
-        let other = Created { ino: created.ino + 1, ..created };
-        assert!(!r.dirs.remove_if_empty(r.uid, &other).unwrap());
-        assert!(r.dirs.remove_if_empty(r.uid, &created).unwrap());
-        assert!(!p.path.exists());
     }
 
     #[test]

@@ -275,12 +275,6 @@ impl Sessions {
         let Some(created) = sessions.runtime_dir_marker() else {
             return DirFate::Kept("not created by jupyter-session (logind or an admin made it)".into());
         };
-        // An empty directory holds nothing a running process could lose:
-        // remove it at once, without scanning /proc.
-        if let Ok(true) = self.dirs.remove_if_empty(uid, &created) {
-            let _ = sessions.set_runtime_dir_marker(None);
-            return DirFate::Removed;
-        }
         if self.config.keep_while_processes {
             // Stops at the first few: only whether any runs matters here.
             let pids = procfs::processes_of_uid_up_to(uid, 3);

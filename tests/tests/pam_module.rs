@@ -371,13 +371,23 @@ fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
     assert_eq!(h.close(), "CLOSED 0");
     assert!(!user.runtime_dir().exists());
 
-    // An empty dir holds nothing to lose: removed even while a process runs.
+    // Kept even while still empty: a server started in the session (sudo's
+    // session closes as soon as the server is launched) uses it later.
     let h = Holder::open(&svc.name, &user.name);
     let mut idle = as_user("exec sleep 60");
+    while session_lib::procfs::processes_of_uid(user.uid).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(h.close(), "CLOSED 0");
-    assert!(!user.runtime_dir().exists(), "empty: removed at the last close");
+    assert!(user.runtime_dir().exists(), "kept while the user's server runs, empty or not");
     idle.kill().unwrap();
     idle.wait().unwrap();
+    let config = PathBuf::from(format!("/run/{}.toml", unique("cfg")));
+    std::fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
+    let out = run_ok(Command::new(cli_path()).arg("gc").arg("--config").arg(&config));
+    assert!(text(&out).contains("removed /run/user/"), "gc settles it once the process ended: {}", text(&out));
+    assert!(!user.runtime_dir().exists());
+    std::fs::remove_file(&config).unwrap();
 }
 
 #[test]
