@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use session_lib::check::{self, Context, Finding, Mode, Selection, Status};
-use session_lib::config::Config;
+use session_lib::config::{Config, ConfigError};
 use session_lib::user::UserInfo;
 
 #[derive(clap::Args)]
@@ -60,6 +60,12 @@ pub fn run(args: Args) -> i32 {
     };
     let config = match config {
         Ok(c) => c,
+        // A user may not be allowed to read the admin's default file: check
+        // with the defaults rather than not at all, and say so.
+        Err(e @ ConfigError::Read { .. }) if args.config.is_none() && args.user.is_none() => {
+            eprintln!("jupyter-session check: note: {e}; checking with the built-in defaults");
+            Config::default()
+        }
         Err(e) => return fail(e),
     };
     let mut ctx = match &args.user {
