@@ -498,18 +498,20 @@ fn session_spawner_gives_each_server_a_real_session() {
     let dir = hub_dir("sess", 0o700);
     let config = session_config(&dir, &state);
     let module_args = format!("config={}", config.display());
-    let service = PamService::create(
-        "jhs",
-        &[
-            "auth     include   common-auth",
-            "account  include   common-account",
-            "session  required  pam_loginuid.so",
-            "session  optional  pam_keyinit.so force revoke",
-            "session  required  pam_limits.so",
-            &format!("session  required  @MODULE@ {module_args}"),
-            "session  include   common-session",
-        ],
-    );
+    // The service file install.sh ships, with the built module and a private state dir.
+    let shipped = fs::read_to_string(repo_dir().join("etc/pam.d/jupyterhub.debian")).unwrap();
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|l| {
+            if l.split_whitespace().nth(2) == Some("pam_jupyter.so") {
+                l.replace("pam_jupyter.so", &format!("@MODULE@ {module_args}"))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
+    let service = PamService::create("jhs", &lines.iter().map(String::as_str).collect::<Vec<_>>());
     let alice = test_user("jha");
     let bob = test_user("jhb");
     keeper_is_built(&alice, &service.name);
