@@ -6,8 +6,8 @@
 //! Order (see the design, "The keeper"): pam_start → PAM_RUSER/PAM_TTY →
 //! pam_acct_mgmt → groups (as root) → pam_setcred(ESTABLISH) →
 //! pam_open_session → pam_getenvlist → fork. Child: setsid,
-//! PR_SET_PDEATHSIG, setgroups → setgid → setuid, chdir, fds, signals,
-//! exec. Parent: forward signals, wait, pam_close_session,
+//! setgroups → setgid → setuid, PR_SET_PDEATHSIG (after the id change,
+//! which clears it), chdir, fds, signals, exec. Parent: forward signals, wait, pam_close_session,
 //! pam_setcred(DELETE), pam_end, exit with the child's status.
 #![forbid(unsafe_code)]
 
@@ -444,13 +444,6 @@ fn child_main(
     if let Err(e) = nix::unistd::setsid() {
         return fail(ChildStep::Setsid, e);
     }
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        return fail(ChildStep::DeathSignal, e);
-    }
-    // The keeper may have died before the death signal was armed.
-    if nix::unistd::getppid() != keeper {
-        return fail(ChildStep::ParentGone, Errno::ESRCH);
-    }
     let groups: Vec<Gid> = plan.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     let (uid, gid) = (Uid::from_raw(plan.user.uid), Gid::from_raw(plan.user.gid));
     if let Err(e) = nix::unistd::setgroups(&groups) {
@@ -477,6 +470,15 @@ fn child_main(
         || (!uid.is_root() && nix::unistd::setuid(Uid::from_raw(0)).is_ok())
     {
         return fail(ChildStep::VerifyIds, Errno::EPERM);
+    }
+    // Only now: the kernel clears the parent-death signal whenever the
+    // credentials change (commit_creds), so it must be armed after setuid.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return fail(ChildStep::DeathSignal, e);
+    }
+    // The keeper may have died before the death signal was armed.
+    if nix::unistd::getppid() != keeper {
+        return fail(ChildStep::ParentGone, Errno::ESRCH);
     }
     match chdir {
         Some(dir) => {

@@ -256,10 +256,22 @@ impl PamContext {
     }
 
     /// `pam_open_session`; closed by `close_session` or drop.
+    ///
+    /// When it fails, modules earlier in the stack may already have opened
+    /// their part (a runtime dir, a session record) and libpam does not
+    /// undo them; so a failed open is followed by a best-effort
+    /// `pam_close_session` on the same handle (modules must tolerate a
+    /// close without a full open, and Linux-PAM's do). The error returned
+    /// is the open's, and `pam_end` still gets the open's status.
     pub fn open_session(&mut self) -> Result<(), PamError> {
         let flags = self.flags;
         let rc = self.handle().open_session(flags);
-        self.check(PamStep::OpenSession, rc)?;
+        if let Err(code) = rc {
+            let err = self.check(PamStep::OpenSession, Err(code));
+            let _ = self.handle().close_session(flags | sys::PAM_SILENT);
+            self.handle().set_last_status(code);
+            return err;
+        }
         self.session_open = true;
         Ok(())
     }

@@ -287,6 +287,11 @@ impl Handle {
         Ok(out)
     }
 
+    /// The status `pam_end` will be given.
+    pub fn set_last_status(&mut self, status: c_int) {
+        self.last_status = status;
+    }
+
     /// `pam_strerror` for a code, copied out.
     pub fn strerror(&mut self, code: c_int) -> String {
         strerror_of(self.pamh, code)

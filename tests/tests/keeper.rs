@@ -1,0 +1,405 @@
+//! `jupyter-session exec`, the session keeper, run as the built CLI against
+//! real PAM stacks (the shipped Debian service file with pam_jupyter,
+//! pam_loginuid, pam_limits, pam_env, pam_unix), real users, real signals
+//! and real rootless podman. Each test has its own users, service file and
+//! state dir.
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use jupyter_session_tests::*;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The shipped `etc/pam.d/jupyterhub.debian`, with pam_jupyter replaced by
+/// the built module and a private state dir, plus extra lines.
+fn shipped_stack(state: &StateDir, extra: &[&str]) -> PamService {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/pam.d/jupyterhub.debian"))
+        .expect("etc/pam.d/jupyterhub.debian");
+    let module = format!("@MODULE@ {}", state.arg());
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.replace("pam_jupyter.so", &module))
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("@MODULE@")), "the shipped stack names pam_jupyter.so");
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    PamService::create("jsk", &refs)
+}
+
+/// The keeper command: `jupyter-session exec --service SVC --user USER -- CMD...`.
+fn keeper(svc: &PamService, user: &str, cmd: &[&str]) -> Command {
+    let mut c = Command::new(cli_path());
+    c.args(["exec", "--service", &svc.name, "--user", user, "--"]).args(cmd);
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Wait (generously; this is not a timing assertion) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The same lock the harness takes around useradd: usermod/chage fail
+/// while another test process holds /etc/passwd.
+fn with_passwd_lock(cmd: &mut Command) {
+    let f = File::options().create(true).truncate(false).write(true).open("/run/jupyter-session-tests.lock").unwrap();
+    let _lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    run_ok(cmd);
+}
+
+/// Gone or a zombie (pid 1 of a container may reap late).
+fn dead(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(s) => s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+fn value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in output:\n{out}"))
+}
+
+#[test]
+fn session_identity_env_and_cleanup() {
+    if !require_root("session_identity_env_and_cleanup", &["useradd", "groupadd"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = shipped_stack(&state, &[]);
+    let group = unique("jskg");
+    run_ok(Command::new("groupadd").arg(&group));
+    let u = TestUser::create_with("jsk", &["-G", &group]);
+    let extra_gid = nix::unistd::Group::from_name(&group).unwrap().unwrap().gid.as_raw();
+
+    let script = r#"echo uid=$(id -u); echo gid=$(id -g); echo groups=$(id -G); echo cwd=$(pwd)
+        echo loginuid=$(cat /proc/self/loginuid); echo rt=$(stat -c '%u:%g:%a' "$XDG_RUNTIME_DIR")
+        for v in XDG_RUNTIME_DIR PATH USER LOGNAME HOME SHELL JUPYTERHUB_API_TOKEN; do eval echo $v=\$$v; done"#;
+    let o = run(keeper(&svc, &u.name, &["sh", "-c", script])
+        .env("JUPYTERHUB_API_TOKEN", "tok123")
+        .env("XDG_RUNTIME_DIR", "/run/user/0")
+        .env("USER", "root")
+        .env("HOME", "/root")
+        .env("PATH", "/root/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{}\n{out}\n{err}", o.status);
+    assert_eq!(value(&out, "uid"), u.uid.to_string());
+    assert_eq!(value(&out, "gid"), u.gid.to_string());
+    let mut groups: Vec<u32> = value(&out, "groups").split_whitespace().map(|g| g.parse().unwrap()).collect();
+    groups.sort();
+    let mut want = vec![u.gid, extra_gid];
+    want.sort();
+    assert_eq!(groups, want, "primary and supplementary groups");
+    assert_eq!(value(&out, "cwd"), u.home.display().to_string());
+    assert_eq!(value(&out, "loginuid"), u.uid.to_string(), "pam_loginuid ran in the keeper");
+    assert_eq!(value(&out, "rt"), format!("{}:{}:700", u.uid, u.gid), "runtime dir during the run");
+    assert_eq!(value(&out, "XDG_RUNTIME_DIR"), format!("/run/user/{}", u.uid), "PAM's value wins over the caller's");
+    assert_eq!(value(&out, "PATH"), "/usr/local/bin:/usr/bin:/bin", "pam_jupyter's PATH");
+    assert_eq!(value(&out, "USER"), u.name);
+    assert_eq!(value(&out, "LOGNAME"), u.name);
+    assert_eq!(value(&out, "HOME"), u.home.display().to_string());
+    assert_eq!(value(&out, "SHELL"), "/bin/sh");
+    assert_eq!(value(&out, "JUPYTERHUB_API_TOKEN"), "tok123", "the spawner's environment is passed on");
+
+    // After the command: session closed, record gone, dir removed.
+    assert_eq!(state.records(u.uid), 0);
+    assert!(!u.runtime_dir().exists(), "runtime dir removed at close");
+
+    // --chdir
+    let o = run(&mut keeper(&svc, &u.name, &["pwd"]));
+    assert_eq!(text(&o).0.trim(), u.home.display().to_string());
+    let mut c = Command::new(cli_path());
+    c.args(["exec", "--service", &svc.name, "--user", &u.name, "--chdir", "/tmp", "--", "pwd"]);
+    assert_eq!(text(&run(&mut c)).0.trim(), "/tmp");
+    let mut c = Command::new(cli_path());
+    c.args(["exec", "--service", &svc.name, "--user", &u.name, "--chdir", "/nonexistent-js", "--", "true"]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("chdir") && text(&o).1.contains("/nonexistent-js"), "{}", text(&o).1);
+    assert_eq!(state.records(u.uid), 0);
+    assert!(!u.runtime_dir().exists());
+
+    drop(u);
+    let _ = Command::new("groupdel").arg(&group).output();
+}
+
+#[test]
+fn exit_codes() {
+    if !require_root("exit_codes", &["setpriv"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = shipped_stack(&state, &[]);
+    let u = TestUser::create("jsk");
+    let not_exec = u.home.join("not-executable");
+    fs::write(&not_exec, "#!/bin/sh\necho hi\n").unwrap();
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["true"], 0, ""),
+        (&["sh", "-c", "exit 3"], 3, ""),
+        (&["sh", "-c", "kill -TERM $$"], 128 + 15, ""),
+        (&["sh", "-c", "kill -KILL $$"], 128 + 9, ""),
+        (&["no-such-command-js"], 127, "no-such-command-js: command not found"),
+        (&["/nonexistent/cmd"], 127, "command not found"),
+        (&[not_exec.to_str().unwrap()], 126, "cannot execute: Permission denied"),
+        (&["/etc"], 126, "cannot execute"),
+    ];
+    for (cmd, code, msg) in cases {
+        let o = run(&mut keeper(&svc, &u.name, cmd));
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(*code), "{cmd:?}: {out}{err}");
+        assert!(err.contains(msg), "{cmd:?}: {err}");
+        // Whatever the command did, the session was closed.
+        assert_eq!(state.records(u.uid), 0, "{cmd:?}");
+        assert!(!u.runtime_dir().exists(), "{cmd:?}");
+    }
+
+    // Refusals before any session: 125 with a reason.
+    let o = run(&mut keeper(&svc, "no-such-user-js", &["true"]));
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("no such user 'no-such-user-js'"), "{}", text(&o).1);
+
+    let o = run(&mut keeper(&svc, "daemon", &["true"]));
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("below min_uid"), "{}", text(&o).1);
+
+    let missing = unique("jsk-missing");
+    let mut c = Command::new(cli_path());
+    c.args(["exec", "--service", &missing, "--user", &u.name, "--", "true"]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains(&format!("/etc/pam.d/{missing} does not exist")), "{}", text(&o).1);
+
+    let mut c = Command::new("setpriv");
+    c.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups"]).arg(cli_path()).args([
+        "exec",
+        "--service",
+        &svc.name,
+        "--user",
+        &u.name,
+        "--",
+        "true",
+    ]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).1.contains("must be run as root"), "{}", text(&o).1);
+    assert_eq!(state.records(u.uid), 0);
+}
+
+#[test]
+fn refused_accounts_and_failed_open_leave_nothing() {
+    if !require_root("refused_accounts_and_failed_open_leave_nothing", &["usermod"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let u = TestUser::create("jsk");
+    let marker = u.home.join("ran");
+    let touch = format!("touch {}", marker.display());
+
+    // An expired account: pam_unix (common-account) refuses it.
+    let svc = shipped_stack(&state, &[]);
+    with_passwd_lock(Command::new("usermod").args(["--expiredate", "1", &u.name]));
+    let o = run(&mut keeper(&svc, &u.name, &["sh", "-c", &touch]));
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("account refused") && err.contains("expired"), "{err}");
+    with_passwd_lock(Command::new("usermod").args(["--expiredate", "", &u.name]));
+
+    // An account stack that denies.
+    let deny = PamService::create(
+        "jsk",
+        &["account required pam_deny.so", &format!("session required @MODULE@ {}", state.arg())],
+    );
+    let o = run(&mut keeper(&deny, &u.name, &["sh", "-c", &touch]));
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("account refused") && err.contains("pam_acct_mgmt"), "{err}");
+
+    // A session stack that fails after pam_jupyter opened its part: the
+    // keeper rolls the partial open back.
+    let broken = shipped_stack(&state, &["session required pam_deny.so"]);
+    let o = run(&mut keeper(&broken, &u.name, &["sh", "-c", &touch]));
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("pam_open_session"), "{err}");
+
+    assert!(!marker.exists(), "the command never ran");
+    assert_eq!(state.records(u.uid), 0, "no session record");
+    assert!(!u.runtime_dir().exists(), "no runtime dir");
+    assert!(procfs_processes(u.uid).is_empty(), "no process of the user");
+
+    // And the account works again once unexpired.
+    let o = run(&mut keeper(&svc, &u.name, &["sh", "-c", &touch]));
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(marker.exists());
+}
+
+fn procfs_processes(uid: u32) -> Vec<u32> {
+    session_lib::procfs::processes_of_uid(uid)
+}
+
+/// Start a keeper running a script that traps `sig`, and wait until it is ready.
+fn trapping_keeper(svc: &PamService, u: &TestUser, dir: &Path) -> Child {
+    let script = format!(
+        "trap 'echo usr1 >> {d}/marker' USR1
+         for s in TERM INT HUP; do trap \"echo $s >> {d}/marker; exit 7\" $s; done
+         echo $$ > {d}/ready
+         while :; do sleep 0.02; done",
+        d = dir.display()
+    );
+    keeper(svc, &u.name, &["sh", "-c", &script]).stdin(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn signals_are_forwarded_and_session_closed() {
+    if !require_root("signals_are_forwarded_and_session_closed", &[]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = shipped_stack(&state, &[]);
+    let u = TestUser::create("jsk");
+    let dir = u.home.clone();
+
+    // LocalProcessSpawner's stop sends SIGINT, then SIGTERM, then SIGKILL
+    // to the keeper: each must reach the command and close the session.
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let _ = fs::remove_file(dir.join("marker"));
+        let _ = fs::remove_file(dir.join("ready"));
+        let mut k = trapping_keeper(&svc, &u, &dir);
+        wait_until("the command to start", || dir.join("ready").exists());
+        assert_eq!(state.records(u.uid), 1, "a session is open while the command runs");
+        assert!(u.runtime_dir().is_dir());
+        let keeper_pid = Pid::from_raw(k.id() as i32);
+        if sig == Signal::SIGTERM {
+            kill(keeper_pid, Signal::SIGUSR1).unwrap();
+            wait_until("USR1 to reach the command", || {
+                fs::read_to_string(dir.join("marker")).is_ok_and(|m| m.contains("usr1"))
+            });
+        }
+        kill(keeper_pid, sig).unwrap();
+        let status = k.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "{sig}: the command's trap ran and its status came back");
+        let marker = fs::read_to_string(dir.join("marker")).unwrap();
+        assert!(marker.contains(&sig.as_str()[3..]), "{sig}: marker {marker:?}");
+        assert_eq!(state.records(u.uid), 0, "{sig}: session closed");
+        assert!(!u.runtime_dir().exists(), "{sig}: runtime dir removed");
+    }
+}
+
+#[test]
+fn sigkill_of_keeper_kills_command_and_stale_record_is_reaped() {
+    if !require_root("sigkill_of_keeper_kills_command_and_stale_record_is_reaped", &[]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = shipped_stack(&state, &[]);
+    let u = TestUser::create("jsk");
+    let pidfile = u.home.join("pid");
+    let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
+    let mut k = keeper(&svc, &u.name, &["sh", "-c", &script]).spawn().unwrap();
+    wait_until("the command to start", || fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')));
+    let child: u32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!dead(child));
+    assert_eq!(state.records(u.uid), 1);
+
+    kill(Pid::from_raw(k.id() as i32), Signal::SIGKILL).unwrap();
+    k.wait().unwrap();
+    wait_until("PR_SET_PDEATHSIG to kill the command", || dead(child));
+    assert_eq!(state.records(u.uid), 1, "nobody closed the session: a stale record");
+
+    // The next session of the user reaps it, and its close removes the dir.
+    let o = run(&mut keeper(&svc, &u.name, &["true"]));
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(state.records(u.uid), 0, "stale record reaped");
+    assert!(!u.runtime_dir().exists());
+}
+
+/// A busybox image tar (rootfs with /bin/busybox, a few applets, /etc/passwd).
+fn busybox_tar() -> PathBuf {
+    let root = PathBuf::from(format!("/tmp/{}", unique("jsk-bb")));
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "sleep", "true", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let tar = root.with_extension("tar");
+    run_ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+    fs::remove_dir_all(&root).unwrap();
+    tar
+}
+
+#[test]
+fn rootless_podman_through_the_keeper() {
+    if !require_root(
+        "rootless_podman_through_the_keeper",
+        &["podman", "runc", "newuidmap", "busybox", "runuser", "pgrep"],
+    ) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = shipped_stack(&state, &[]);
+    let u = TestUser::create("jsk");
+    let tar = busybox_tar();
+    // The environment of a hub started from a root login: XDG_RUNTIME_DIR
+    // of root, which the user's podman must not use.
+    let hub_env = [("XDG_RUNTIME_DIR", "/run/user/0")];
+    let podman = ["podman", "--runtime", "runc"];
+    let with = |args: &[&str]| -> Vec<String> { podman.iter().chain(args).map(|s| s.to_string()).collect() };
+    let go = |cmd: Vec<String>| -> Output {
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        run(keeper(&svc, &u.name, &refs).envs(hub_env))
+    };
+
+    let o = go(with(&["import", tar.to_str().unwrap(), "localhost/bb"]));
+    assert!(o.status.success(), "podman import: {}", text(&o).1);
+
+    let run_id = with(&["run", "--rm", "--network", "none", "localhost/bb", "id"]);
+    let o = go(run_id.clone());
+    let (out, err) = text(&o);
+    assert!(o.status.success() && out.contains("uid=0(root)"), "keeper + podman run: {out}\n{err}");
+
+    // Negative control: the same command with runuser and no session.
+    let mut c = Command::new("runuser");
+    c.args(["-u", &u.name, "--"]).args(&run_id).envs(hub_env).current_dir(&u.home);
+    let o = run(&mut c);
+    let (out, err) = text(&o);
+    eprintln!("runuser without a session ({}): {err}", o.status);
+    assert!(!o.status.success() && !out.contains("uid=0(root)"), "runuser worked without a session?\n{out}{err}");
+    assert!(err.contains("/run/user/0"), "{err}");
+
+    // A detached container outlives the keeper that started it, and so
+    // does the runtime dir it lives in.
+    let o = go(with(&["run", "-d", "--name", "c", "--network", "none", "localhost/bb", "sleep", "300"]));
+    assert!(o.status.success(), "podman run -d: {}", text(&o).1);
+    assert_eq!(state.records(u.uid), 0, "the keeper's session is closed");
+    assert!(u.runtime_dir().join("libpod").is_dir(), "runtime dir kept while the container runs");
+    let o = go(with(&["ps", "--format", "{{.Names}} {{.Status}}"]));
+    assert!(text(&o).0.contains("c Up"), "{}", text(&o).0);
+
+    // Stopping it (and podman's pause process) through the keeper lets
+    // that session's close remove the dir.
+    let stop = "podman --runtime runc rm -f -t 0 c >/dev/null && kill $(cat $XDG_RUNTIME_DIR/libpod/tmp/pause.pid) && \
+                while pgrep -u $(id -u) '^(conmon|catatonit|sleep)$' >/dev/null; do sleep 0.05; done";
+    let o = go(vec!["sh".into(), "-c".into(), stop.into()]);
+    assert!(o.status.success(), "stop: {}", text(&o).1);
+    assert_eq!(state.records(u.uid), 0);
+    assert!(!u.runtime_dir().exists(), "last close removed the runtime dir");
+
+    let _ = fs::remove_file(&tar);
+}
