@@ -308,6 +308,8 @@ pub struct SystemPaths {
     pub proc_sys: PathBuf,
     pub cgroup_root: PathBuf,
     pub selinux_root: PathBuf,
+    /// `/etc/selinux`: config and the policies' file contexts.
+    pub selinux_policy_root: PathBuf,
     pub linger_dir: PathBuf,
     pub dev_tun: PathBuf,
     /// Directories searched for podman's helpers besides PATH.
@@ -325,6 +327,7 @@ impl Default for SystemPaths {
             proc_sys: "/proc/sys".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             selinux_root: "/sys/fs/selinux".into(),
+            selinux_policy_root: "/etc/selinux".into(),
             linger_dir: "/var/lib/systemd/linger".into(),
             dev_tun: "/dev/net/tun".into(),
             // Where podman looks for conmon and network helpers

@@ -5,30 +5,38 @@ use std::path::{Path, PathBuf};
 
 use super::{Context, Status, Verdict, Who, read_text};
 
-/// The type the policy's file contexts give `/run/user/UID`: the entry for
-/// the runtime dirs in file_contexts, else the refpolicy/Fedora default.
-fn expected_type(policy_root: &Path) -> (String, String) {
-    let config = read_text(Path::new("/etc/selinux/config")).unwrap_or_default();
+/// The type the policy's file contexts give the runtime dir of `uid`: the
+/// entry for `/run/user/<uid>` (or the patterns policies write for it) in
+/// file_contexts.homedirs, then file_contexts; else Fedora's user_tmp_t.
+fn expected_type(policy_root: &Path, uid: u32) -> (String, String) {
+    let config = read_text(&policy_root.join("config")).unwrap_or_default();
     let name = config
         .lines()
         .find_map(|l| l.trim().strip_prefix("SELINUXTYPE="))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "targeted".into());
-    let fc = policy_root.join(&name).join("contexts/files/file_contexts");
-    let from_policy = read_text(&fc).and_then(|text| {
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let spec = *f.first()?;
-            if !(spec.starts_with("/run/user/") && !spec["/run/user/".len()..].contains('/') && spec.len() > 10) {
-                return None;
-            }
-            label_type(f.last()?).map(str::to_string)
-        })
-    });
-    match from_policy {
-        Some(t) => (t, fc.display().to_string()),
-        None => ("user_tmp_t".into(), "default user_tmp_t".into()),
+    let literal = format!("/run/user/{uid}");
+    let patterns = ["/run/user/[0-9]+", "/run/user/[^/]+", "/run/user/[^/]*", "/run/user/%{USERID}", literal.as_str()];
+    let dir = policy_root.join(&name).join("contexts/files");
+    for file in ["file_contexts.homedirs", "file_contexts"] {
+        let path = dir.join(file);
+        let Some(text) = read_text(&path) else { continue };
+        let entries: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let spec = *f.first()?;
+                // `spec [-d] context`; only directories or any file type.
+                let applies = f.len() == 2 || (f.len() == 3 && f[1] == "-d");
+                (applies && patterns.contains(&spec)).then_some((spec, *f.last()?))
+            })
+            .collect();
+        let best = entries.iter().find(|(spec, _)| *spec == literal).or_else(|| entries.first());
+        if let Some(t) = best.and_then(|(_, ctx)| label_type(ctx)) {
+            return (t.to_string(), path.display().to_string());
+        }
     }
+    ("user_tmp_t".into(), "default user_tmp_t".into())
 }
 
 /// `user:role:type:level` → `type`.
@@ -53,7 +61,7 @@ pub(super) fn runtime_dir(ctx: &Context) -> Verdict {
         }
         Some(_) => {}
     }
-    let (want, source) = expected_type(Path::new("/etc/selinux"));
+    let (want, source) = expected_type(&ctx.paths.selinux_policy_root, ctx.uid);
     let expected = format!("type {want} ({source})");
     let label = match crate::ffi::xattr::lgetxattr(&dir, "security.selinux") {
         Ok(Some(v)) => String::from_utf8_lossy(&v).trim_end_matches('\0').to_string(),
@@ -73,6 +81,26 @@ pub(super) fn runtime_dir(ctx: &Context) -> Verdict {
 mod tests {
     use super::super::testutil::Fixture;
     use super::*;
+
+    #[test]
+    fn expected_type_from_the_policy_file_contexts() {
+        let t = Fixture::new("sepolicy");
+        let root = t.root.join("etc/selinux");
+        let files = root.join("default/contexts/files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(root.join("config"), "SELINUX=enforcing\nSELINUXTYPE=default\n").unwrap();
+        assert_eq!(expected_type(&root, 1000).0, "user_tmp_t", "no file_contexts: the Fedora default");
+        // Debian's refpolicy, as shipped in selinux-policy-default.
+        std::fs::write(
+            files.join("file_contexts"),
+            "/run/user/[^/]+\t-d\tsystem_u:object_r:user_runtime_t:s0\n/run/user/[^/]+/.+\t-d\t<<none>>\n/run/user\t-d\tsystem_u:object_r:user_runtime_root_t:s0\n",
+        )
+        .unwrap();
+        assert_eq!(expected_type(&root, 1000).0, "user_runtime_t");
+        std::fs::write(files.join("file_contexts.homedirs"), "/run/user/1000\t-d\tstaff_u:object_r:user_tmp_t:s0\n")
+            .unwrap();
+        assert_eq!(expected_type(&root, 1000).0, "user_tmp_t");
+    }
 
     #[test]
     fn labels_and_disabled_selinux() {
