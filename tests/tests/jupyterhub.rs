@@ -400,8 +400,9 @@ fn assert_podman_works(inst: &Installed, user: &TestUser, pid: u32) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    // podman's state went where the session says.
+    // podman's state went where the session says, not to its /tmp fallback.
     assert!(user.runtime_dir().join("libpod").exists(), "{}: podman used $XDG_RUNTIME_DIR/libpod", user.name);
+    assert!(!fallback_runtime_dir(user.uid).exists(), "{}: podman did not fall back to /tmp", user.name);
     kill_pause_process(user);
 }
 
@@ -431,10 +432,33 @@ fn assert_session_closed(user: &TestUser, state: &StateDir) {
     assert!(!user.runtime_dir().exists(), "{}: runtime dir removed at stop", user.name);
 }
 
-fn test_user(prefix: &str) -> TestUser {
-    let u = TestUser::create_with(prefix, &["-G", "users"]);
-    u.set_password(PASSWORD);
-    u
+/// Rootless podman leaves `/tmp/containers-user-UID` (and `/tmp/podman-run-UID` when it had no
+/// runtime dir) behind; `userdel -r` does not remove them. Declared before the users of a test, so
+/// it is dropped after them (their processes are gone by then).
+#[derive(Default)]
+struct PodmanLeftovers(std::cell::RefCell<Vec<u32>>);
+
+impl PodmanLeftovers {
+    fn user(&self, prefix: &str) -> TestUser {
+        let u = TestUser::create_with(prefix, &["-G", "users"]);
+        u.set_password(PASSWORD);
+        self.0.borrow_mut().push(u.uid);
+        u
+    }
+}
+
+impl Drop for PodmanLeftovers {
+    fn drop(&mut self) {
+        for uid in self.0.borrow().iter() {
+            let _ = fs::remove_dir_all(fallback_runtime_dir(*uid));
+            let _ = fs::remove_dir_all(format!("/tmp/containers-user-{uid}"));
+        }
+    }
+}
+
+/// Where podman keeps its runtime state when XDG_RUNTIME_DIR is unset.
+fn fallback_runtime_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/podman-run-{uid}"))
 }
 
 /// The pam_jupyter config file of one test (a private state dir).
@@ -512,8 +536,9 @@ fn session_spawner_gives_each_server_a_real_session() {
         .collect();
     assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
     let service = PamService::create("jhs", &lines.iter().map(String::as_str).collect::<Vec<_>>());
-    let alice = test_user("jha");
-    let bob = test_user("jhb");
+    let leftovers = PodmanLeftovers::default();
+    let alice = leftovers.user("jha");
+    let bob = leftovers.user("jhb");
     keeper_is_built(&alice, &service.name);
 
     let port = free_port();
@@ -568,8 +593,9 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     // The hub account: may read /etc/shadow (PAM login as non-root), may sudo to the users.
     let hub_user = TestUser::create_with("jhh", &["-G", "shadow"]);
     let other = TestUser::create("jho");
-    let alice = test_user("jsa");
-    let bob = test_user("jsb");
+    let leftovers = PodmanLeftovers::default();
+    let alice = leftovers.user("jsa");
+    let bob = leftovers.user("jsb");
     let dir = hub_dir("sudo", 0o755);
     run_ok(Command::new("chown").arg(format!("{}:{}", hub_user.uid, hub_user.gid)).arg(&dir));
     let config = session_config(&dir, &state);
@@ -675,7 +701,8 @@ fn stock_local_process_spawner_lacks_the_session() {
     let inst = installed();
     let dir = hub_dir("stock", 0o700);
     let login = PamService::create("jhl", &["auth include common-auth", "account include common-account"]);
-    let carol = test_user("jhc");
+    let leftovers = PodmanLeftovers::default();
+    let carol = leftovers.user("jhc");
     let port = free_port();
     let config = base_config(inst, &dir, port, &login.name, &[&carol]);
     let hub = Hub::start(inst, &dir, &config, port, None);
@@ -694,7 +721,14 @@ fn stock_local_process_spawner_lacks_the_session() {
     let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid")).unwrap();
     assert_ne!(loginuid.trim(), u, "stock spawner: loginuid is not the user's");
     assert_eq!(env_var(&env, "LOGNAME"), None, "stock spawner: LOGNAME");
-    // What users then do: point XDG_RUNTIME_DIR at /run/user/UID by hand. podman fails.
+    // podman, in exactly that environment, silently falls back to /tmp/podman-run-UID: state
+    // outside any session, never cleaned up.
+    let fallback = fallback_runtime_dir(carol.uid);
+    assert!(!fallback.exists());
+    run_ok(as_server(pid, "podman").arg("import").arg("--quiet").arg(&inst.image_tar).arg("localhost/bb"));
+    assert!(fallback.exists(), "stock spawner: podman fell back to {}", fallback.display());
+    // The usual hand fix, c.Spawner.environment = {"XDG_RUNTIME_DIR": "/run/user/<uid>"}, and
+    // podman fails: nothing created the directory and the user cannot.
     let out = run(as_server(pid, "podman").env("XDG_RUNTIME_DIR", carol.runtime_dir()).args([
         "run",
         "--rm",
@@ -706,10 +740,14 @@ fn stock_local_process_spawner_lacks_the_session() {
         "id",
     ]));
     let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!("jupyterhub: stock spawner, podman with XDG_RUNTIME_DIR set by hand: {}", err.trim());
-    assert!(!out.status.success(), "podman without a session dir should fail; it printed:\n{err}");
-    assert!(err.contains(&format!("/run/user/{}", carol.uid)), "podman's error names the missing runtime dir:\n{err}");
-    kill_pause_process(&carol);
+    let want = format!("mkdir /run/user/{}: permission denied", carol.uid);
+    eprintln!("jupyterhub: stock spawner + XDG_RUNTIME_DIR by hand: podman exit {}, {want:?}", out.status);
+    assert!(!out.status.success() && err.contains(&want), "podman without a session dir, expected {want:?}:\n{err}");
+    // The failed run leaves conmon and a cleanup process behind besides the pause process: kill
+    // every process of carol but her server, by pid.
+    for other in live_processes(carol.uid, "").into_iter().filter(|p| *p != pid) {
+        let _ = kill(Pid::from_raw(other as i32), Signal::SIGKILL);
+    }
     hub.stop_server(&carol, &token);
 }
 
