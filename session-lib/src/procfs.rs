@@ -89,6 +89,16 @@ fn process_has_uid(proc_dir: &Path, uid: u32) -> bool {
         // it switched between two unprivileged uids, which needs privilege.
         return false;
     }
+    // Root-owned: root's own process, a non-dumpable process of any user,
+    // or a kernel thread. Kernel threads (most of them on a typical host)
+    // have no executable, and that costs far less to learn than rendering
+    // their status.
+    if owner == 0
+        && let Err(e) = fs::read_link(proc_dir.join("exe"))
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return false;
+    }
     let mut buf = [0u8; 2048];
     let Some(status) = read_small(&proc_dir.join("status"), &mut buf) else { return false };
     let mut zombie = false;
