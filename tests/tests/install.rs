@@ -1,0 +1,134 @@
+//! install.sh: what the README's Quick start runs. Installs the built
+//! binaries (`--from target/<profile>`, so the test does not rebuild), first
+//! under a DESTDIR, then for real, where a stack naming `pam_jupyter.so`
+//! without a path must work and the Quick start command must run.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jupyter_session_tests::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn install(destdir: Option<&Path>) -> String {
+    let mut cmd = Command::new(repo().join("install.sh"));
+    cmd.arg("--from").arg(target_dir());
+    if let Some(d) = destdir {
+        cmd.env("DESTDIR", d);
+    }
+    let out = run_ok(&mut cmd);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The PAM module directory of this system, as install.sh finds it.
+fn module_dir() -> PathBuf {
+    let out = run_ok(Command::new("sh").args([
+        "-c",
+        "find /lib /usr/lib /lib64 /usr/lib64 -name pam_unix.so -path '*security*' 2>/dev/null | head -n 1",
+    ]));
+    Path::new(String::from_utf8_lossy(&out.stdout).trim()).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn destdir_install_lays_out_files_and_never_overwrites_a_changed_pam_file() {
+    // Module and CLI must have been built: module_path()/cli_path() say so.
+    let (module, cli) = (module_path(), cli_path());
+    let dest = std::env::temp_dir().join(unique("jsinst"));
+    let log = install(Some(&dest));
+    let moddir = module_dir();
+    let installed_module = dest.join(moddir.strip_prefix("/").unwrap()).join("pam_jupyter.so");
+    let installed_cli = dest.join("usr/local/bin/jupyter-session");
+    let service = dest.join("etc/pam.d/jupyterhub");
+    assert_eq!(std::fs::read(&installed_module).unwrap(), std::fs::read(&module).unwrap(), "{log}");
+    assert_eq!(std::fs::read(&installed_cli).unwrap(), std::fs::read(&cli).unwrap());
+    assert_eq!(owner_mode(&installed_module).unwrap().2, 0o644);
+    assert_eq!(owner_mode(&installed_cli).unwrap().2, 0o755);
+    let shipped = std::fs::read_to_string(repo().join("etc/pam.d/jupyterhub.debian")).unwrap();
+    assert_eq!(std::fs::read_to_string(&service).unwrap(), shipped);
+    assert!(
+        shipped.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["session", "required", "pam_jupyter.so"])
+    );
+
+    // Again: unchanged. After an admin's edit: kept, the new one beside it.
+    assert!(install(Some(&dest)).contains("unchanged"));
+    std::fs::write(&service, "# the admin's own stack\n").unwrap();
+    let log = install(Some(&dest));
+    assert!(log.contains("kept your"), "{log}");
+    assert_eq!(std::fs::read_to_string(&service).unwrap(), "# the admin's own stack\n");
+    assert_eq!(std::fs::read_to_string(dest.join("etc/pam.d/jupyterhub.jupyter-session-new")).unwrap(), shipped);
+    std::fs::remove_dir_all(&dest).unwrap();
+}
+
+#[test]
+fn install_refuses_bad_input() {
+    let out = run(Command::new(repo().join("install.sh")).arg("--frobnicate"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option '--frobnicate'"));
+    let empty = std::env::temp_dir().join(unique("jsempty"));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(Command::new(repo().join("install.sh")).arg("--from").arg(&empty).env("DESTDIR", &empty));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no libpam_jupyter.so"));
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+/// Put a file back as it was (or remove it) when dropped.
+struct Restore(PathBuf, Option<Vec<u8>>);
+
+impl Restore {
+    fn save(path: PathBuf) -> Restore {
+        let old = std::fs::read(&path).ok();
+        Restore(path, old)
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        match &self.1 {
+            Some(bytes) => std::fs::write(&self.0, bytes).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn real_install_then_the_quick_start_command() {
+    if !require_root("real_install_then_the_quick_start_command", &["pamtester"]) {
+        return;
+    }
+    let _restore = [
+        Restore::save(module_dir().join("pam_jupyter.so")),
+        Restore::save(PathBuf::from("/usr/local/bin/jupyter-session")),
+        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub")),
+        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub.jupyter-session-new")),
+    ];
+    install(None);
+    let user = TestUser::create("jsq");
+    let state = StateDir::new();
+
+    // A stack that names the module the way the README does, by name only.
+    let svc = PamService::create("jsq", &[&format!("session required pam_jupyter.so {}", state.arg())]);
+    let out = run(Command::new("pamtester").args([&svc.name, &user.name, "open_session", "close_session"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The Quick start command, with the installed CLI and the installed
+    // /etc/pam.d/jupyterhub (or the admin's own, left in place).
+    let out = run_ok(Command::new("/usr/local/bin/jupyter-session").args([
+        "exec",
+        "--user",
+        &user.name,
+        "--",
+        "sh",
+        "-c",
+        "id -u; echo $XDG_RUNTIME_DIR; stat -c '%u %a' $XDG_RUNTIME_DIR",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, [user.uid.to_string(), format!("/run/user/{}", user.uid), format!("{} 700", user.uid)]);
+    assert!(!user.runtime_dir().exists(), "removed when the command ended");
+}
