@@ -19,6 +19,7 @@ pub mod pam;
 pub mod procfs;
 pub mod registry;
 pub mod runtime_dir;
+pub mod selinux;
 pub mod session;
 pub mod session_env;
 pub mod user;

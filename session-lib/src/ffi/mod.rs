@@ -4,4 +4,5 @@
 
 pub mod pam;
 pub mod process;
+pub mod selinux;
 pub mod xattr;
