@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 
 use session_lib::Config;
@@ -36,7 +37,7 @@ pub fn run(args: Args) -> i32 {
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("jupyter-session exec: {e}");
+            let _ = writeln!(std::io::stderr(), "jupyter-session exec: {e}");
             return EXIT_KEEPER_FAILED;
         }
     };
@@ -49,11 +50,14 @@ pub fn run(args: Args) -> i32 {
         config,
     };
     let result = launcher::run(&opts);
+    // writeln! and not eprintln!, which panics when stderr is gone: the
+    // exit status must still be the command's.
+    let mut stderr = std::io::stderr();
     if let Err(e) = &result.outcome {
-        eprintln!("jupyter-session exec: {e}");
+        let _ = writeln!(stderr, "jupyter-session exec: {e}");
     }
     if let Some(e) = &result.close_error {
-        eprintln!("jupyter-session exec: closing the session: {e}");
+        let _ = writeln!(stderr, "jupyter-session exec: closing the session: {e}");
     }
     result.exit_code()
 }

@@ -13,6 +13,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -413,7 +414,12 @@ fn run_child(opts: &KeeperOptions, plan: &Plan, env: &EnvList) -> Result<ChildEn
     let child = match fork_single_threaded().map_err(|e| setup_err("fork", e))? {
         Forked::Child => {
             drop(report_r);
-            let (step, errno, code) = child_main(plan, opts.chdir.as_deref(), &argv, &c_env, &path_var, keeper);
+            // Never unwind out of here: the child would run the parent's
+            // code (close the PAM session) with the user's ids.
+            let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child_main(plan, opts.chdir.as_deref(), &argv, &c_env, &path_var, keeper)
+            }));
+            let (step, errno, code) = failed.unwrap_or((ChildStep::Exec, Errno::EIO, EXIT_KEEPER_FAILED));
             report(&report_w, step, errno);
             exit_now(code);
         }
@@ -488,7 +494,9 @@ fn child_main(
         }
         None => {
             if let Err(e) = nix::unistd::chdir(&plan.user.home) {
-                eprintln!(
+                // Not eprintln!: it panics when stderr is gone.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "jupyter-session exec: warning: cannot enter home directory {} ({}); starting in /",
                     plan.user.home.display(),
                     e.desc()
@@ -592,7 +600,8 @@ fn wait_child(
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
                     // Cannot watch anything: the best we can do is wait.
-                    eprintln!(
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "jupyter-session exec: poll failed ({e}); waiting for the command without forwarding signals"
                     );
                     if let Some(r) = report_fd.take() {

@@ -177,9 +177,10 @@ unsafe extern "C" fn conversation(
 
 /// Writes module messages to stderr, prefixed; the default sink.
 pub fn stderr_sink() -> MessageSink {
-    Box::new(|kind, text| match kind {
-        MessageKind::Error => eprintln!("PAM: {text}"),
-        MessageKind::Info => eprintln!("PAM: {text}"),
+    Box::new(|_kind, text| {
+        use std::io::Write;
+        // Not eprintln!, which panics when stderr is closed.
+        let _ = writeln!(std::io::stderr(), "PAM: {text}");
     })
 }
 
