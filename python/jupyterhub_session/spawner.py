@@ -36,18 +36,22 @@ class SessionSpawner(LocalProcessSpawner):
         # The keeper must start as root: it opens the PAM session and drops privileges itself.
         return None
 
-    def _resolve(self, command, path):
-        """An absolute path for `command` from `path` (the keeper's child gets the session's PATH,
-        which need not contain the hub's environment, e.g. a virtualenv)."""
+    def _resolve(self, command, *paths):
+        """An absolute path for `command`, from the first of `paths` (PATH strings) that has it.
+        The keeper searches the session's PATH, which need not contain the hub's virtualenv."""
         if os.sep in command:
             return command
-        return shutil.which(command, path=path) or command
+        for path in paths:
+            found = shutil.which(command, path=path) if path else None
+            if found:
+                return found
+        return command
 
     def keeper_command(self, command, env):
         """The argv that runs `command` (a list) as this spawner's user through the keeper."""
         user = pwd.getpwnam(self.user.name)
         keeper = [
-            self._resolve(self.jupyter_session_path, os.environ.get("PATH", os.defpath)),
+            self._resolve(self.jupyter_session_path, os.environ.get("PATH"), os.defpath),
             "exec",
             "--service",
             self.pam_service,
@@ -64,7 +68,9 @@ class SessionSpawner(LocalProcessSpawner):
         command = list(self.cmd) + list(self.get_args())
         if self.shell_cmd:
             command = list(self.shell_cmd) + [shlex.join(command)]
-        command[0] = self._resolve(command[0], env.get("PATH", os.defpath))
+        # The spawner's PATH first; then the hub's own (a wrapper such as ProfilesSpawner may hand
+        # its child an env_keep without PATH).
+        command[0] = self._resolve(command[0], env.get("PATH"), os.environ.get("PATH"))
         return command
 
     async def start(self):

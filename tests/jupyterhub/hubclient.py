@@ -3,9 +3,11 @@ test venv's python). Every step talks to the real hub through the real proxy; an
 answer exits non-zero with what was asked and what came back.
 
   hubclient.py wait  BASE                 until the hub answers (bounded)
-  hubclient.py start BASE USER PASSWORD   log in like a browser (xsrf, cookies), which starts the
-                                          server; wait until it is ready and answers through the
-                                          proxy; print {"token": ...} (an API token of USER)
+  hubclient.py start BASE USER PASSWORD [PROFILE]
+                                          log in like a browser (xsrf, cookies), which starts the
+                                          server (choosing PROFILE in ProfilesSpawner's form); wait
+                                          until it is ready and answers through the proxy; print
+                                          {"token": ...} (an API token of USER)
   hubclient.py stop  BASE USER TOKEN      DELETE the server; wait until the hub says it is gone
 """
 
@@ -63,7 +65,7 @@ def auth(token):
     return {"Authorization": f"token {token}"}
 
 
-def start(base, user, password):
+def start(base, user, password, profile=None):
     s = requests.Session()
     page = check(s.get(f"{base}/hub/login", timeout=10), 200).text
     m = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
@@ -81,9 +83,21 @@ def start(base, user, password):
     )
     if "/hub/login" in r.headers.get("Location", ""):
         fail(f"login of {user} refused: redirected to {r.headers['Location']}")
-    # Following it (to /hub/spawn-pending/USER) is what a browser does.
-    check(s.get(requests.compat.urljoin(f"{base}/hub/login", r.headers["Location"]), timeout=30), 200)
+    # Following it (to /hub/spawn-pending/USER, or to the spawn form) is what a browser does.
+    page = check(s.get(requests.compat.urljoin(f"{base}/hub/login", r.headers["Location"]), timeout=30), 200)
     xsrf = s.cookies.get("_xsrf")
+    if profile is not None:
+        if f'value="{profile}"' not in page.text:
+            fail(f"no profile {profile!r} in the spawn form at {page.url}: {page.text[:800]}")
+        check(
+            s.post(
+                f"{base}/hub/spawn/{user}",
+                data={"profile": profile, "_xsrf": xsrf},
+                allow_redirects=False,
+                timeout=30,
+            ),
+            302,
+        )
     r = check(
         s.post(
             f"{base}/hub/api/users/{user}/tokens",
@@ -128,7 +142,7 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "wait" and len(args) == 1:
         wait(*args)
-    elif cmd == "start" and len(args) == 3:
+    elif cmd == "start" and len(args) in (3, 4):
         start(*args)
     elif cmd == "stop" and len(args) == 3:
         stop(*args)

@@ -5,9 +5,10 @@
 //! One hub per spawner configuration, several users and assertions per hub:
 //! - `session_spawner_*`: hub as root, `c.JupyterHub.spawner_class = "session"` (the keeper).
 //! - `sudo_spawner_*`: hub as an unprivileged account, SudoSpawner, pam_jupyter in sudo's stack.
-//! - `stock_local_process_spawner_*`: the negative control, what the recipes fix.
+//! - `profiles_spawner_*`: wrapspawner.ProfilesSpawner with a SessionSpawner profile and the stock
+//!   LocalProcessSpawner as the negative control, what the recipes fix.
 //!
-//! The venv (JupyterHub, jupyter_server, sudospawner, this repo's `python/` package) and the
+//! The venv (JupyterHub, jupyter_server, sudospawner, wrapspawner, this repo's `python/` package) and the
 //! proxy are installed once under /var/tmp/jupyter-session-hub-test (readable by the test users).
 #![forbid(unsafe_code)]
 
@@ -32,8 +33,15 @@ use nix::unistd::Pid;
 /// Where the venv, the proxy and the test image live (0755, readable by the test users).
 const ROOT: &str = "/var/tmp/jupyter-session-hub-test";
 /// What the venv holds; a change here rebuilds it.
-const PYTHON_PACKAGES: &[&str] =
-    &["jupyterhub>=5,<7", "jupyter_server>=2,<3", "sudospawner>=1,<2", "requests", "setuptools>=61", "wheel"];
+const PYTHON_PACKAGES: &[&str] = &[
+    "jupyterhub>=5,<7",
+    "jupyter_server>=2,<3",
+    "sudospawner>=1,<2",
+    "wrapspawner>=1,<2",
+    "requests",
+    "setuptools>=61",
+    "wheel",
+];
 const PROXY_PACKAGE: &str = "configurable-http-proxy@5";
 /// The hub's PATH (besides the venv): no root-only directories like /root/.cargo.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -227,8 +235,15 @@ impl Hub {
 
     /// Log `user` in over HTTP (which starts the server); the user's API token.
     fn login_and_start(&self, user: &TestUser) -> String {
+        self.login_and_start_profile(user, None)
+    }
+
+    /// The same, choosing `profile` in ProfilesSpawner's spawn form.
+    fn login_and_start_profile(&self, user: &TestUser, profile: Option<&str>) -> String {
         let started = Instant::now();
-        let out = self.client_ok(&["start", &user.name, PASSWORD]);
+        let mut args = vec!["start", &user.name, PASSWORD];
+        args.extend(profile);
+        let out = self.client_ok(&args);
         eprintln!("jupyterhub: {} logged in, server ready in {:.1} s", user.name, started.elapsed().as_secs_f64());
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
         v["token"].as_str().expect("token").to_string()
@@ -267,8 +282,10 @@ impl Drop for Hub {
     }
 }
 
+/// The last `lines` lines of a hub log, without the noise of the test's own polling.
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> =
+        text.lines().filter(|l| !l.contains("GET /hub/api/users/") && !l.contains(" scopes:")).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -511,18 +528,10 @@ fn keeper_is_built(user: &TestUser, service: &str) {
     );
 }
 
-#[test]
-fn session_spawner_gives_each_server_a_real_session() {
-    let test = "session_spawner_gives_each_server_a_real_session";
-    if !require_root(test, TOOLS) {
-        return;
-    }
-    let inst = installed();
-    let state = StateDir::new();
-    let dir = hub_dir("sess", 0o700);
-    let config = session_config(&dir, &state);
-    let module_args = format!("config={}", config.display());
-    // The service file install.sh ships, with the built module and a private state dir.
+/// The PAM service the keeper runs: the file install.sh ships (etc/pam.d/jupyterhub.debian), with
+/// the built module and a private state dir.
+fn keeper_service(dir: &Path, state: &StateDir) -> PamService {
+    let module_args = format!("config={}", session_config(dir, state).display());
     let shipped = fs::read_to_string(repo_dir().join("etc/pam.d/jupyterhub.debian")).unwrap();
     let lines: Vec<String> = shipped
         .lines()
@@ -535,7 +544,19 @@ fn session_spawner_gives_each_server_a_real_session() {
         })
         .collect();
     assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
-    let service = PamService::create("jhs", &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    PamService::create("jhs", &lines.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn session_spawner_gives_each_server_a_real_session() {
+    let test = "session_spawner_gives_each_server_a_real_session";
+    if !require_root(test, TOOLS) {
+        return;
+    }
+    let inst = installed();
+    let state = StateDir::new();
+    let dir = hub_dir("sess", 0o700);
+    let service = keeper_service(&dir, &state);
     let leftovers = PodmanLeftovers::default();
     let alice = leftovers.user("jha");
     let bob = leftovers.user("jhb");
@@ -692,21 +713,48 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     drop(sudoers);
 }
 
+/// ProfilesSpawner with two profiles on one hub: the SessionSpawner recipe, and the stock
+/// LocalProcessSpawner as the negative control (same hub, same login, only the spawner differs).
 #[test]
-fn stock_local_process_spawner_lacks_the_session() {
-    let test = "stock_local_process_spawner_lacks_the_session";
+fn profiles_spawner_session_profile_and_stock_negative_control() {
+    let test = "profiles_spawner_session_profile_and_stock_negative_control";
     if !require_root(test, TOOLS) {
         return;
     }
     let inst = installed();
-    let dir = hub_dir("stock", 0o700);
-    let login = PamService::create("jhl", &["auth include common-auth", "account include common-account"]);
+    let state = StateDir::new();
+    let dir = hub_dir("prof", 0o700);
+    let service = keeper_service(&dir, &state);
     let leftovers = PodmanLeftovers::default();
     let carol = leftovers.user("jhc");
+    let dave = leftovers.user("jhd");
     let port = free_port();
-    let config = base_config(inst, &dir, port, &login.name, &[&carol]);
+    let mut config = base_config(inst, &dir, port, &service.name, &[&carol, &dave]);
+    let session_profile = format!(
+        "{{'jupyter_session_path': {:?}, 'pam_service': {:?}}}",
+        cli_path().display().to_string(),
+        service.name
+    );
+    writeln!(config, "c.JupyterHub.spawner_class = 'wrapspawner.ProfilesSpawner'").unwrap();
+    writeln!(config, "c.ProfilesSpawner.profiles = [").unwrap();
+    // wrapspawner links the wrapper's env_keep (the base Spawner's, without PATH) over its
+    // child's; give the stock child what LocalProcessSpawner keeps on its own.
+    let stock_profile = "{'env_keep': ['PATH', 'LANG', 'LC_ALL', 'VIRTUAL_ENV', 'JUPYTERHUB_SINGLEUSER_APP']}";
+    writeln!(config, "    ('Stock', 'stock', 'jupyterhub.spawner.LocalProcessSpawner', {stock_profile}),").unwrap();
+    writeln!(config, "    ('Session', 'session', 'jupyterhub_session.SessionSpawner', {session_profile}),").unwrap();
+    writeln!(config, "]").unwrap();
     let hub = Hub::start(inst, &dir, &config, port, None);
-    let token = hub.login_and_start(&carol);
+
+    // The recipe as a profile.
+    let td = hub.login_and_start_profile(&dave, Some("session"));
+    let pid = server_pid(&dave);
+    assert_session(&dave, pid, &Expect { path: session_lib::config::DEFAULT_PATH, registered: Some(&state) });
+    assert_podman_works(inst, &dave, pid);
+    hub.stop_server(&dave, &td);
+    assert_session_closed(&dave, &state);
+
+    // The negative control.
+    let token = hub.login_and_start_profile(&carol, Some("stock"));
     let pid = server_pid(&carol);
 
     // The same inspection as for the recipes: identity is right ...
