@@ -3,13 +3,15 @@
 sudo runs the mediator inside its own PAM session, opened as root; with pam_jupyter in that stack
 the session creates /run/user/UID and sudo gives the mediator XDG_RUNTIME_DIR. But the mediator
 starts the server with the environment the hub sent, not its own, and returns (ending sudo's
-session) while the server runs on. Two pieces close those gaps:
+session) about a second later while the server runs on. `remove_on_last_close=false` on
+pam_jupyter in that stack keeps the runtime dir at that close, and two pieces close the gaps:
 
 - `singleuser_main`, installed as `sudospawner-singleuser` next to `sudospawner`: takes the
   session's runtime dir from the mediator (its parent, started by sudo), validates it, exports it,
   optionally runs `jupyter-session check`, then execs `jupyterhub-singleuser`.
-- `gc_after_stop`, a `post_stop_hook`: once the stopped server's processes are gone, runs
-  `sudo -n jupyter-session gc`, which removes the runtime dir nobody uses any more.
+- `gc_after_stop`, a `post_stop_hook`: once the mediator that reaped the stopped server has
+  exited, runs `sudo -n jupyter-session gc`, which removes the runtime dir when no process of the
+  user is left.
 """
 
 import asyncio
