@@ -4,6 +4,8 @@
 //!    time of the whole process:
 //!    - `jupyter-session exec --service <shipped Debian stack with
 //!      pam_jupyter> --user U -- true`
+//!    - the same with pam_loginuid left out of the stack (its write of
+//!      /proc/self/loginuid goes through the audit subsystem)
 //!    - `jupyter-session exec --service runuser-l --user U -- true` (the
 //!      very PAM stack runuser -l uses, without pam_jupyter)
 //!    - `runuser -l U -c true` (a PAM session too, plus a login shell)
@@ -25,13 +27,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn shipped_stack(state: &StateDir) -> PamService {
+/// The shipped stack, with `drop` lines left out.
+fn shipped_stack(state: &StateDir, drop: &str) -> PamService {
     let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/pam.d/jupyterhub.debian"))
         .expect("etc/pam.d/jupyterhub.debian");
     let module = format!("@MODULE@ {}", state.arg());
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .filter(|l| drop.is_empty() || !l.contains(drop))
         .map(|l| l.replace("pam_jupyter.so", &module))
         .collect();
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -54,7 +58,8 @@ fn main() {
     let n: usize = std::env::var("KEEPER_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
     let cli = cli_path();
     let state = StateDir::new();
-    let svc = shipped_stack(&state);
+    let svc = shipped_stack(&state, "");
+    let no_loginuid = shipped_stack(&state, "pam_loginuid");
     let u = TestUser::create("jskb");
     let uname = String::from_utf8_lossy(&run(Command::new("uname").arg("-sr")).stdout).trim().to_string();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -68,12 +73,22 @@ fn main() {
     }
     let mut keeper = Vec::with_capacity(n);
     let mut keeper_same = Vec::with_capacity(n);
+    let mut keeper_no_loginuid = Vec::with_capacity(n);
     let mut runuser = Vec::with_capacity(n);
     for _ in 0..n {
         keeper.push(time_ms(Command::new(&cli).args([
             "exec",
             "--service",
             &svc.name,
+            "--user",
+            &u.name,
+            "--",
+            "true",
+        ])));
+        keeper_no_loginuid.push(time_ms(Command::new(&cli).args([
+            "exec",
+            "--service",
+            &no_loginuid.name,
             "--user",
             &u.name,
             "--",
@@ -103,6 +118,8 @@ fn main() {
     println!("| command | median ms | p90 ms |");
     println!("| --- | ---: | ---: |");
     println!("| `jupyter-session exec --user U -- true` (shipped stack, pam_jupyter) | {k50:.2} | {k90:.2} |");
+    let (l50, l90) = stats(&mut keeper_no_loginuid);
+    println!("| the same without pam_loginuid | {l50:.2} | {l90:.2} |");
     if has_runuser_l {
         let (s50, s90) = stats(&mut keeper_same);
         println!("| `jupyter-session exec --service runuser-l --user U -- true` | {s50:.2} | {s90:.2} |");
