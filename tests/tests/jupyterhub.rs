@@ -264,15 +264,19 @@ impl Drop for Hub {
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
         let end = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+        let mut exited = false;
+        while !exited && Instant::now() < end {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        // Whatever survived: the hub's process group, and the proxy by its pid file.
-        let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-        let _ = self.child.wait();
+        if !exited {
+            // Still our (unreaped) child, so its process group is still ours to kill.
+            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+        // The proxy (in its own session) if the hub did not stop it, by its pid file.
         if let Some(proxy) = fs::read_to_string(self.dir.join("proxy.pid")).ok().and_then(|s| s.trim().parse().ok()) {
             if is_command(proxy, "configurable-http-proxy") {
                 let _ = kill(Pid::from_raw(proxy as i32), Signal::SIGKILL);
@@ -362,7 +366,8 @@ fn assert_session(user: &TestUser, pid: u32, expect: &Expect) {
     assert_eq!(status_field(pid, "Gid"), [g.as_str(); 4], "{who}: primary gid everywhere");
     let groups: BTreeSet<u32> = status_field(pid, "Groups").iter().map(|s| s.parse().unwrap()).collect();
     assert_eq!(groups, expected_groups(user), "{who}: supplementary groups");
-    assert!(groups.contains(&100), "{who}: the test made the user a member of `users`");
+    let users = nix::unistd::Group::from_name("users").unwrap().expect("group `users`").gid.as_raw();
+    assert!(groups.contains(&users), "{who}: the test made the user a member of `users`");
 
     let env = environ_of(pid);
     let rt = user.runtime_dir();
