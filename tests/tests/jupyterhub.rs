@@ -677,7 +677,13 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     writeln!(hub_config, "c.JupyterHub.spawner_class = 'sudospawner.SudoSpawner'").unwrap();
     writeln!(hub_config, "c.SudoSpawner.sudospawner_path = {:?}", inst.bin("sudospawner").display().to_string())
         .unwrap();
-    writeln!(hub_config, "c.Spawner.environment = {{'JUPYTER_SESSION_PATH': {cli:?}}}").unwrap();
+    // The hook runs `jupyter-session check` in the server's environment; strict: a failed check
+    // stops the start.
+    writeln!(
+        hub_config,
+        "c.Spawner.environment = {{'JUPYTER_SESSION_PATH': {cli:?}, 'JUPYTER_SESSION_CHECK': 'strict'}}"
+    )
+    .unwrap();
     writeln!(hub_config, "from jupyterhub_session import gc_after_stop").unwrap();
     writeln!(hub_config, "c.Spawner.post_stop_hook = gc_after_stop({cli:?}, gc_args=['--config', {:?}])", {
         config.display().to_string()
@@ -698,6 +704,9 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     for user in [&alice, &bob] {
         let pid = server_pid(user);
         assert_session(user, pid, &expect);
+        // The check ran (and passed, or the server would not have started).
+        let header = format!("jupyter-session check: {} (uid {}", user.name, user.uid);
+        assert!(hub.log().contains(&header), "sudospawner-singleuser ran `jupyter-session check` for {}", user.name);
         assert_podman_works(inst, user, pid);
     }
 
