@@ -113,8 +113,9 @@ def start(base, user, password, profile=None):
     def ready():
         state = server_state(base, user, token)
         if state is None:
-            # Not started, or started and failed: the hub drops a failed server.
-            return None, "no server (failed to start? see the hub log)"
+            # The spawn was initiated before we got here (the server was pending): gone means
+            # the start failed and the hub dropped it.
+            fail(f"{user}'s server is gone while starting: it failed (see the hub log)")
         return (state if state.get("ready") else None), state
 
     state = poll(f"{user}'s server to be ready", ready)
