@@ -403,3 +403,55 @@ fn rootless_podman_through_the_keeper() {
 
     let _ = fs::remove_file(&tar);
 }
+
+/// The PAM client library itself (what the keeper and other drivers use):
+/// module messages reach the sink, the PAM environment is read, and
+/// dropping an open context closes the session.
+#[test]
+fn pam_context_messages_env_and_drop_closes() {
+    use session_lib::pam::{MessageKind, PamContext, PamStep};
+    use std::sync::{Arc, Mutex};
+    if !require_root("pam_context_messages_env_and_drop_closes", &[]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = PamService::create(
+        "jsk",
+        &[
+            "account required pam_permit.so",
+            "session optional pam_echo.so hello from pam_echo",
+            &format!("session required @MODULE@ {}", state.arg()),
+        ],
+    );
+    let u = TestUser::create("jsk");
+    let seen: Arc<Mutex<Vec<(MessageKind, String)>>> = Arc::default();
+    let sink = seen.clone();
+    let mut pam = PamContext::start_with(
+        &svc.name,
+        &u.name,
+        Box::new(move |kind, text| sink.lock().unwrap().push((kind, text.to_string()))),
+    )
+    .unwrap();
+    pam.set_ruser("root").unwrap();
+    pam.acct_mgmt().unwrap();
+    pam.establish_cred().unwrap();
+    pam.open_session().unwrap();
+    assert!(pam.session_open());
+    let env = pam.env().unwrap();
+    let xdg = format!("/run/user/{}", u.uid);
+    assert!(env.contains(&("XDG_RUNTIME_DIR".to_string(), xdg)), "{env:?}");
+    assert!(seen.lock().unwrap().contains(&(MessageKind::Info, "hello from pam_echo".to_string())), "{seen:?}");
+    assert_eq!(state.records(u.uid), 1, "the session is registered while the context is open");
+    assert!(u.runtime_dir().is_dir());
+    drop(pam);
+    assert_eq!(state.records(u.uid), 0);
+    assert!(!u.runtime_dir().exists(), "drop closed the session");
+
+    // Errors name the step and carry pam_strerror's text.
+    let deny = PamService::create("jsk", &["account required pam_deny.so"]);
+    let mut pam = PamContext::start_with(&deny.name, &u.name, Box::new(|_, _| {})).unwrap();
+    let err = pam.acct_mgmt().unwrap_err();
+    assert_eq!(err.step, PamStep::AcctMgmt);
+    assert!(err.account_refused());
+    assert!(err.to_string().contains(&format!("/etc/pam.d/{}", deny.name)), "{err}");
+}
