@@ -3,8 +3,8 @@
 sudo runs the mediator inside its own PAM session, opened as root; with pam_jupyter in that stack
 the session creates /run/user/UID and sudo gives the mediator XDG_RUNTIME_DIR. But the mediator
 starts the server with the environment the hub sent, not its own, and returns (ending sudo's
-session) about a second later while the server runs on. `remove_on_last_close=false` on
-pam_jupyter in that stack keeps the runtime dir at that close, and two pieces close the gaps:
+session) about a second later while the server runs on (pam_jupyter keeps the runtime dir at
+that close because the server, a process of the user, still runs). Two pieces close the gaps:
 
 - `singleuser_main`, installed as `sudospawner-singleuser` next to `sudospawner`: takes the
   session's runtime dir from the mediator (its parent, started by sudo), validates it, exports it,

@@ -637,9 +637,10 @@ fn sudo_spawner_with_an_unprivileged_hub() {
             "account  include   common-account",
             &format!("session  [success=2 default=ignore]  pam_succeed_if.so quiet ruser != {}", hub_user.name),
             "session  required  pam_loginuid.so",
-            // sudo's session ends when the mediator returns, long before the server: keep the dir
-            // then; the post_stop_hook's `jupyter-session gc` removes it once the server is gone.
-            &format!("session  required  @MODULE@ config={} remove_on_last_close=false", config.display()),
+            // sudo's session ends when the mediator returns, long before the server: the dir stays
+            // while the server runs (keep_while_processes); the post_stop_hook's
+            // `jupyter-session gc` removes it once the server is gone.
+            &format!("session  required  @MODULE@ config={}", config.display()),
             "session  include   common-session-noninteractive",
         ],
     );
