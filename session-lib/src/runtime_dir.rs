@@ -134,6 +134,8 @@ pub struct RuntimeDirs {
     /// Who must own the parent: root, except in unprivileged tests.
     trusted_owner: u32,
     tmpfs: Option<TmpfsOptions>,
+    /// Where a new dir's SELinux label comes from (the loaded policy).
+    selinux: crate::selinux::Labeler,
 }
 
 impl RuntimeDirs {
@@ -142,7 +144,15 @@ impl RuntimeDirs {
             parent: config.runtime_dir_parent.clone(),
             trusted_owner: 0,
             tmpfs: config.tmpfs.then(|| TmpfsOptions { size: config.tmpfs_size.clone(), inodes: config.tmpfs_inodes }),
+            selinux: crate::selinux::Labeler::system(),
         }
+    }
+
+    /// Take new dirs' SELinux labels from `labeler` instead of the loaded
+    /// policy (tests against a policy that is not loaded here).
+    pub fn with_selinux_labels(mut self, labeler: crate::selinux::Labeler) -> RuntimeDirs {
+        self.selinux = labeler;
+        self
     }
 
     /// Trust a parent owned by `uid` instead of root. For tests on
@@ -209,8 +219,13 @@ impl RuntimeDirs {
         notes: &mut Vec<String>,
     ) -> Result<(OwnedFd, Created), RuntimeDirError> {
         let io = |op, errno| RuntimeDirError::Io { path: path.to_path_buf(), op, errno };
+        // SELinux: the label the policy gives this path (None when disabled).
+        let label = self.selinux.runtime_dir_label(path).unwrap_or_else(|e| {
+            notes.push(e.to_string());
+            None
+        });
         if let Some(tmpfs) = &self.tmpfs {
-            match mount_tmpfs(&fd, tmpfs, uid, gid) {
+            match mount_tmpfs(&fd, tmpfs, uid, gid, label.as_deref()) {
                 Ok(()) => {
                     let root = open_dir_nofollow(parent, name, path)?;
                     let rst = fstat(&root).map_err(|e| io("fstat", e))?;
@@ -229,6 +244,9 @@ impl RuntimeDirs {
         }
         fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| io("fchown", e))?;
         fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("fchmod", e))?;
+        if let Some(Err(e)) = label.as_deref().map(|l| self.selinux.apply(&fd, path, l)) {
+            notes.push(e.to_string());
+        }
         Ok((fd, Created { dev: st.st_dev, ino: st.st_ino, tmpfs: false }))
     }
 
@@ -350,9 +368,10 @@ fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
 
-fn mount_tmpfs(fd: &OwnedFd, opts: &TmpfsOptions, uid: u32, gid: u32) -> Result<(), Errno> {
+fn mount_tmpfs(fd: &OwnedFd, opts: &TmpfsOptions, uid: u32, gid: u32, label: Option<&str>) -> Result<(), Errno> {
     use nix::mount::{MsFlags, mount};
-    let data = format!("mode=0700,uid={uid},gid={gid},size={},nr_inodes={}", opts.size, opts.inodes);
+    let mut data = format!("mode=0700,uid={uid},gid={gid},size={},nr_inodes={}", opts.size, opts.inodes);
+    data.extend(label.and_then(crate::selinux::rootcontext_option));
     mount(
         Some("tmpfs"),
         fd_path(fd).as_str(),
