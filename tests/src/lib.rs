@@ -156,6 +156,11 @@ impl Drop for TestUser {
             let _ = Command::new("umount").arg("-l").arg(&rt).output();
             let _ = fs::remove_dir_all(&rt);
         }
+        // Rootless podman's state outside the home (userdel -r leaves it, and a later user
+        // with the same uid would inherit it).
+        for dir in [format!("/tmp/podman-run-{}", self.uid), format!("/tmp/containers-user-{}", self.uid)] {
+            let _ = fs::remove_dir_all(dir);
+        }
         let _lock = passwd_lock();
         let _ = Command::new("userdel").arg("-r").arg(&self.name).output();
     }
