@@ -454,28 +454,14 @@ fn assert_session_closed(user: &TestUser, state: &StateDir) {
     assert!(!user.runtime_dir().exists(), "{}: runtime dir removed at stop", user.name);
 }
 
-/// Rootless podman leaves `/tmp/containers-user-UID` (and `/tmp/podman-run-UID` when it had no
-/// runtime dir) behind; `userdel -r` does not remove them. Declared before the users of a test, so
-/// it is dropped after them (their processes are gone by then).
-#[derive(Default)]
-struct PodmanLeftovers(std::cell::RefCell<Vec<u32>>);
-
-impl PodmanLeftovers {
-    fn user(&self, prefix: &str) -> TestUser {
-        let u = TestUser::create_with(prefix, &["-G", "users"]);
-        u.set_password(PASSWORD);
-        self.0.borrow_mut().push(u.uid);
-        u
-    }
-}
-
-impl Drop for PodmanLeftovers {
-    fn drop(&mut self) {
-        for uid in self.0.borrow().iter() {
-            let _ = fs::remove_dir_all(fallback_runtime_dir(*uid));
-            let _ = fs::remove_dir_all(format!("/tmp/containers-user-{uid}"));
-        }
-    }
+/// A test user with a password, in the group `users`. Podman state in /tmp left by an earlier,
+/// deleted user with the same uid is removed first (the harness removes the new user's on drop).
+fn login_user(prefix: &str) -> TestUser {
+    let u = TestUser::create_with(prefix, &["-G", "users"]);
+    u.set_password(PASSWORD);
+    let _ = fs::remove_dir_all(fallback_runtime_dir(u.uid));
+    let _ = fs::remove_dir_all(format!("/tmp/containers-user-{}", u.uid));
+    u
 }
 
 /// Where podman keeps its runtime state when XDG_RUNTIME_DIR is unset.
@@ -562,9 +548,8 @@ fn session_spawner_gives_each_server_a_real_session() {
     let state = StateDir::new();
     let dir = hub_dir("sess", 0o700);
     let service = keeper_service(&dir, &state);
-    let leftovers = PodmanLeftovers::default();
-    let alice = leftovers.user("jha");
-    let bob = leftovers.user("jhb");
+    let alice = login_user("jha");
+    let bob = login_user("jhb");
     keeper_is_built(&alice, &service.name);
 
     let port = free_port();
@@ -619,9 +604,8 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     // The hub account: may read /etc/shadow (PAM login as non-root), may sudo to the users.
     let hub_user = TestUser::create_with("jhh", &["-G", "shadow"]);
     let other = TestUser::create("jho");
-    let leftovers = PodmanLeftovers::default();
-    let alice = leftovers.user("jsa");
-    let bob = leftovers.user("jsb");
+    let alice = login_user("jsa");
+    let bob = login_user("jsb");
     let dir = hub_dir("sudo", 0o755);
     run_ok(Command::new("chown").arg(format!("{}:{}", hub_user.uid, hub_user.gid)).arg(&dir));
     let config = session_config(&dir, &state);
@@ -740,9 +724,8 @@ fn profiles_spawner_session_profile_and_stock_negative_control() {
     let state = StateDir::new();
     let dir = hub_dir("prof", 0o700);
     let service = keeper_service(&dir, &state);
-    let leftovers = PodmanLeftovers::default();
-    let carol = leftovers.user("jhc");
-    let dave = leftovers.user("jhd");
+    let carol = login_user("jhc");
+    let dave = login_user("jhd");
     let port = free_port();
     let mut config = base_config(inst, &dir, port, &service.name, &[&carol, &dave]);
     let session_profile = format!(
