@@ -1,0 +1,477 @@
+//! PodmanSessionSpawner end to end: a real hub (PAMAuthenticator, configurable-http-proxy), a real
+//! user logging in over HTTP, whose server runs in a rootless podman container (`--userns=keep-id`,
+//! `--network=host`) started in the foreground by the session keeper. Inspected as root from /proc,
+//! through `podman exec`, and through the Jupyter contents API.
+//!
+//! No registry is reachable: the image is a skeleton rootfs (merged-/usr symlinks, /etc/passwd)
+//! imported by the user; the hub bind-mounts the host's /usr and the test venv read-only into the
+//! container, so `jupyterhub-singleuser` in it is the venv's, run by the host's Python.
+//!
+//! The venv (JupyterHub, jupyter_server, this repo's `python/` package) and the proxy are installed
+//! once under /var/tmp/jupyter-session-podman-test (readable by the test user). The HTTP steps are
+//! tests/jupyterhub/hubclient.py (shared with tests/tests/jupyterhub.rs) and contents_client.py.
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use jupyter_session_tests::{
+    PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
+};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const ROOT: &str = "/var/tmp/jupyter-session-podman-test";
+const PYTHON_PACKAGES: &[&str] = &["jupyterhub>=5,<7", "jupyter_server>=2,<3", "requests", "setuptools>=61", "wheel"];
+const PROXY_PACKAGE: &str = "configurable-http-proxy@5";
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PASSWORD: &str = "podman-e2e-Pw1";
+const IMAGE: &str = "localhost/jupyter-session-podman-test";
+const TOOLS: &[&str] = &["useradd", "chpasswd", "npm", "node", "podman", "runc", "tar"];
+
+struct Installed {
+    venv: PathBuf,
+    proxy: PathBuf,
+    image_tar: PathBuf,
+}
+
+fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The venv, the proxy and the image tarball, once per test process (locked across processes).
+fn installed() -> &'static Installed {
+    static ONCE: OnceLock<Installed> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = PathBuf::from(ROOT);
+        fs::create_dir_all(&root).unwrap();
+        set_mode(&root, 0o755);
+        let lock = fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+        let started = Instant::now();
+
+        let venv = root.join("venv");
+        let key = PYTHON_PACKAGES.join(" ");
+        let stamp = venv.join(".jupyter-session-stamp");
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
+            let _ = fs::remove_dir_all(&venv);
+            // Debian's python: its interpreter and stdlib live under /usr, which the container mounts.
+            run_ok(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
+            run_ok(
+                Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "--disable-pip-version-check"])
+                    .args(PYTHON_PACKAGES),
+            );
+            fs::write(&stamp, &key).unwrap();
+        }
+        let src = root.join("src");
+        let _ = fs::remove_dir_all(&src);
+        run_ok(Command::new("cp").arg("-r").arg(repo_dir().join("python")).arg(&src));
+        for junk in ["build", "jupyterhub_session.egg-info"] {
+            let _ = fs::remove_dir_all(src.join(junk));
+        }
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation"])
+                .args(["--force-reinstall"])
+                .arg(&src),
+        );
+
+        let node = root.join("node");
+        let proxy = node.join("node_modules/.bin/configurable-http-proxy");
+        let node_stamp = node.join(".jupyter-session-stamp");
+        if fs::read_to_string(&node_stamp).ok().as_deref() != Some(PROXY_PACKAGE) || !proxy.exists() {
+            let _ = fs::remove_dir_all(&node);
+            fs::create_dir_all(&node).unwrap();
+            run_ok(
+                Command::new("npm")
+                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&node)
+                    .arg(PROXY_PACKAGE),
+            );
+            fs::write(&node_stamp, PROXY_PACKAGE).unwrap();
+        }
+
+        let image_tar = root.join("skeleton.tar");
+        make_skeleton_image(&root.join("skeleton-rootfs"), &image_tar);
+        for path in [&venv, &node, &image_tar] {
+            run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(path));
+        }
+        eprintln!("podman_spawner: test environment ready in {:.1} s", started.elapsed().as_secs_f64());
+        Installed { venv, proxy, image_tar }
+    })
+}
+
+/// A rootfs with nothing of its own: Debian's merged-/usr symlinks (the host's /usr is mounted
+/// over /usr read-only), an /etc/passwd podman adds the keep-id user to, and the usual empty dirs.
+fn make_skeleton_image(rootfs: &Path, tar: &Path) {
+    let _ = fs::remove_dir_all(rootfs);
+    for dir in ["usr", "etc", "tmp", "var/tmp", "home", "proc", "sys", "dev", "run", "root"] {
+        fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    for dir in ["tmp", "var/tmp"] {
+        set_mode(&rootfs.join(dir), 0o1777);
+    }
+    for link in ["bin", "sbin", "lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{link}"), rootfs.join(link)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running hub (as root); on drop: SIGTERM (it stops its servers and its proxy), SIGKILL of its
+/// process group if it does not exit, its directory removed; the hub log on a failing test.
+struct Hub {
+    child: Child,
+    dir: PathBuf,
+    base: String,
+    python: PathBuf,
+}
+
+impl Hub {
+    fn start(inst: &Installed, dir: &Path, config: &str, port: u16) -> Hub {
+        let cfg = dir.join("jupyterhub_config.py");
+        fs::write(&cfg, config).unwrap();
+        let log = fs::File::create(dir.join("hub.log")).unwrap();
+        let mut cmd = Command::new(inst.venv.join("bin/jupyterhub"));
+        cmd.arg("-f").arg(&cfg).current_dir(dir).env_clear();
+        cmd.env("PATH", format!("{}:{SYSTEM_PATH}", inst.venv.join("bin").display()));
+        cmd.env("LANG", "C.UTF-8").env("HOME", "/root");
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).process_group(0);
+        let hub = Hub {
+            child: cmd.spawn().unwrap(),
+            dir: dir.to_path_buf(),
+            base: format!("http://127.0.0.1:{port}"),
+            python: inst.venv.join("bin/python3"),
+        };
+        hub.client_ok("hubclient.py", &["wait"]);
+        hub
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default()
+    }
+
+    fn client_ok(&self, script: &str, args: &[&str]) -> String {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(repo_dir().join("tests/jupyterhub").join(script)).arg(args[0]).arg(&self.base).args(&args[1..]);
+        cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
+        let out = run(&mut cmd);
+        assert!(
+            out.status.success(),
+            "{script} {args:?} failed:\n{}{}\n--- hub log (last 80 lines) ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 80)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- hub log ({}) ---\n{}", self.dir.display(), tail(&self.log(), 200));
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut exited = false;
+        while !exited && Instant::now() < end {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if !exited {
+            // Still our unreaped child: its process group is still ours to kill.
+            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+        if let Some(proxy) = fs::read_to_string(self.dir.join("proxy.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+            if cmdline(proxy).contains("configurable-http-proxy") {
+                let _ = kill(Pid::from_raw(proxy as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> =
+        text.lines().filter(|l| !l.contains("GET /hub/api/users/") && !l.contains(" scopes:")).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+}
+
+fn status_field(pid: u32, name: &str) -> Vec<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn parent(pid: u32) -> u32 {
+    status_field(pid, "PPid").first().and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Live (not zombie) processes with real uid `uid` whose command line contains `needle`.
+fn live_processes(uid: u32, needle: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            status_field(pid, "Uid").first().map(String::as_str) == Some(uid.to_string().as_str())
+                && status_field(pid, "State").first().map(String::as_str) != Some("Z")
+                && cmdline(pid).contains(needle)
+        })
+        .collect()
+}
+
+fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Poll a condition (a bound against hangs, not a timing assertion).
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The keeper's PAM service: the shipped etc/pam.d/jupyterhub.debian with the built module and a
+/// config file naming a private state dir.
+fn keeper_service(dir: &Path, state: &StateDir) -> (PamService, PathBuf) {
+    let config = dir.join("jupyter-session.toml");
+    fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
+    set_mode(&config, 0o644);
+    let shipped = fs::read_to_string(repo_dir().join("etc/pam.d/jupyterhub.debian")).unwrap();
+    let lines: Vec<String> = shipped
+        .lines()
+        .map(|l| {
+            if l.split_whitespace().nth(2) == Some("pam_jupyter.so") {
+                l.replace("pam_jupyter.so", &format!("@MODULE@ config={}", config.display()))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
+    (PamService::create("jhp", &lines.iter().map(String::as_str).collect::<Vec<_>>()), config)
+}
+
+/// A test user, and on drop what rootless podman leaves outside the home (userdel -r removes the
+/// home with the user's container storage).
+struct PodmanUser(TestUser);
+
+impl Drop for PodmanUser {
+    fn drop(&mut self) {
+        self.0.kill_processes();
+        let uid = self.0.uid;
+        let _ = fs::remove_dir_all(format!("/tmp/podman-run-{uid}"));
+        let _ = fs::remove_dir_all(format!("/tmp/containers-user-{uid}"));
+    }
+}
+
+/// Run podman as `user` in a session of its own (the keeper), outside the hub.
+fn podman_as(user: &TestUser, service: &str, args: &[&str]) -> Output {
+    run(Command::new(cli_path())
+        .args(["exec", "--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
+        .args(args)
+        .stdin(Stdio::null()))
+}
+
+/// Stop the user's rootless pause process (by pid) and let `jupyter-session gc` remove the
+/// runtime dir the session kept for it.
+fn end_podman_outside_hub(user: &TestUser, config: &Path) {
+    for pid in live_processes(user.uid, "catatonit") {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    wait_until("the pause process to exit", || live_processes(user.uid, "").is_empty());
+    run_ok(Command::new(cli_path()).arg("gc").arg("--config").arg(config));
+    assert!(!user.runtime_dir().exists(), "gc removed {}", user.runtime_dir().display());
+}
+
+/// The server: the process of `uid` running jupyterhub-singleuser with a Python interpreter (the
+/// wrapper, podman and the container's init have it in their command lines too).
+fn container_server(uid: u32) -> u32 {
+    let pids: Vec<u32> = live_processes(uid, "jupyterhub-singleuser")
+        .into_iter()
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.to_string_lossy().contains("python")))
+        .collect();
+    assert_eq!(pids.len(), 1, "exactly one jupyterhub-singleuser server of uid {uid}: {pids:?}");
+    pids[0]
+}
+
+#[test]
+fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
+    let test = "podman_spawner_runs_each_server_in_a_rootless_container_in_a_session";
+    if !require_root(test, TOOLS) {
+        return;
+    }
+    let inst = installed();
+    let state = StateDir::new();
+    let dir = PathBuf::from(ROOT).join("runs").join(unique("pod"));
+    fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    let (service, session_config) = keeper_service(&dir, &state);
+    let owner = PodmanUser(TestUser::create("jpa"));
+    let alice = &owner.0;
+    alice.set_password(PASSWORD);
+    let uid = alice.uid.to_string();
+
+    // The image, imported by the user into her own storage (no registry here).
+    let out = podman_as(alice, &service.name, &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE]);
+    assert!(out.status.success(), "podman import as {}: {}", alice.name, String::from_utf8_lossy(&out.stderr));
+    end_podman_outside_hub(alice, &session_config);
+
+    let port = free_port();
+    let venv = inst.venv.display().to_string();
+    let mut c = String::new();
+    writeln!(c, "c = get_config()  # noqa").unwrap();
+    writeln!(c, "c.JupyterHub.bind_url = 'http://127.0.0.1:{port}/'").unwrap();
+    writeln!(c, "c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.command = [{:?}]", inst.proxy.display().to_string()).unwrap();
+    writeln!(c, "c.ConfigurableHTTPProxy.pid_file = {:?}", dir.join("proxy.pid").display().to_string()).unwrap();
+    writeln!(c, "c.JupyterHub.db_url = 'sqlite:///{}'", dir.join("jupyterhub.sqlite").display()).unwrap();
+    writeln!(c, "c.JupyterHub.cookie_secret_file = {:?}", dir.join("cookie_secret").display().to_string()).unwrap();
+    writeln!(c, "c.JupyterHub.authenticator_class = 'pam'").unwrap();
+    writeln!(c, "c.PAMAuthenticator.service = {:?}", service.name).unwrap();
+    writeln!(c, "c.PAMAuthenticator.open_sessions = False").unwrap();
+    writeln!(c, "c.Authenticator.allowed_users = {{{:?}}}", alice.name).unwrap();
+    writeln!(c, "c.Spawner.start_timeout = 90").unwrap();
+    writeln!(c, "c.Spawner.http_timeout = 90").unwrap();
+    writeln!(c, "c.JupyterHub.log_level = 'DEBUG'").unwrap();
+    // The recipe under test, by its entry point name.
+    writeln!(c, "c.JupyterHub.spawner_class = 'podman'").unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.pam_service = {:?}", service.name).unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.image = {IMAGE:?}").unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.runtime = 'runc'").unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.volumes = ['/usr:/usr:ro', '{venv}:{venv}:ro']").unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.cmd = ['{venv}/bin/jupyterhub-singleuser']").unwrap();
+    let hub = Hub::start(inst, &dir, &c, port);
+
+    let started = Instant::now();
+    let out = hub.client_ok("hubclient.py", &["start", &alice.name, PASSWORD]);
+    eprintln!("podman_spawner: logged in, containerized server ready in {:.1} s", started.elapsed().as_secs_f64());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
+    let token = v["token"].as_str().expect("token").to_string();
+
+    // The server runs in a container: another user namespace, keep-id's mapping of the user's own
+    // uid, and on the host as the user's uid and gid.
+    let pid = container_server(alice.uid);
+    let who = format!("{} (uid {uid}, server pid {pid})", alice.name);
+    assert_eq!(status_field(pid, "Uid"), [uid.as_str(); 4], "{who}: uids on the host");
+    assert_eq!(status_field(pid, "Gid"), [alice.gid.to_string().as_str(); 4], "{who}: gids on the host");
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"), "{who}: runs in a user namespace of its own (not the host's)");
+    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert!(
+        uid_map.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.as_str(), uid.as_str(), "1"]),
+        "{who}: keep-id maps the user's uid to itself:\n{uid_map}"
+    );
+    // The container's init is its parent; the keeper (root) is the ancestor of `podman run`.
+    assert!(cmdline(parent(pid)).starts_with("/run/podman-init"), "{who}: parent is podman's init");
+    let podman_run: Vec<u32> = live_processes(alice.uid, " run --rm ")
+        .into_iter()
+        .filter(|p| cmdline(*p).starts_with("/usr/bin/podman"))
+        .collect();
+    assert!(!podman_run.is_empty(), "{who}: a foreground `podman run` of the user");
+    let keepers: Vec<u32> = podman_run
+        .iter()
+        .map(|p| parent(parent(*p)))
+        .filter(|k| cmdline(*k).contains("jupyter-session exec"))
+        .collect();
+    assert!(!keepers.is_empty(), "{who}: `podman run` runs under the keeper (via the wrapper)");
+    assert_eq!(status_field(keepers[0], "Uid")[0], "0", "{who}: the keeper stays root");
+
+    // The server's environment: what the spawner passed, and nothing of the host's paths.
+    let env = environ_of(pid);
+    assert_eq!(env_var(&env, "JUPYTERHUB_USER"), Some(alice.name.as_str()), "{who}: JUPYTERHUB_USER");
+    assert_eq!(env_var(&env, "JUPYTERHUB_API_TOKEN").map(str::is_empty), Some(false), "{who}: API token");
+    assert_eq!(env_var(&env, "HOME"), alice.home.to_str(), "{who}: HOME");
+    assert_eq!(env_var(&env, "USER"), Some(alice.name.as_str()), "{who}: USER");
+    assert_eq!(env_var(&env, "container"), Some("podman"), "{who}: podman's marker");
+    for host_only in ["XDG_RUNTIME_DIR", "VIRTUAL_ENV", "CONFIGPROXY_AUTH_TOKEN", "JPY_COOKIE_SECRET"] {
+        assert_eq!(env_var(&env, host_only), None, "{who}: {host_only} stays out of the container");
+    }
+    // The API token was passed by name: no command line on the host shows it.
+    let api_token = env_var(&env, "JUPYTERHUB_API_TOKEN").unwrap().to_string();
+    let leaks: Vec<u32> = all_pids().into_iter().filter(|p| cmdline(*p).contains(&api_token)).collect();
+    assert!(leaks.is_empty(), "{who}: the API token is on the command line of {leaks:?}");
+
+    // The session: the runtime dir is the user's, podman keeps its state there, one registration.
+    let rt = alice.runtime_dir();
+    assert_eq!(owner_mode(&rt), Some((alice.uid, alice.gid, 0o700)), "{who}: {}", rt.display());
+    assert!(rt.join("libpod").is_dir(), "{who}: podman's state is in the session's runtime dir");
+    assert_eq!(state.records(alice.uid), 1, "{who}: the keeper's session is registered");
+    let podman_env = environ_of(podman_run[0]);
+    assert_eq!(env_var(&podman_env, "XDG_RUNTIME_DIR"), rt.to_str(), "{who}: podman runs in the session");
+
+    // Inside the container, `id` is the user's own uid and name (podman exec, another session).
+    let container = format!("jupyter-{}", alice.name);
+    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-u"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uid, "{who}: `id -u` in the container");
+    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-un"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice.name, "{who}: `id -un` in the container");
+    assert_eq!(state.records(alice.uid), 1, "{who}: podman exec's own session closed again");
+    assert!(rt.is_dir(), "{who}: the runtime dir stays while the container runs");
+
+    // A file written through the Jupyter contents API lands in the real home, owned by the user.
+    let text = format!("written through the contents API by {}\n", alice.name);
+    hub.client_ok("contents_client.py", &["put", &alice.name, &token, "podman-e2e.txt", &text]);
+    let file = alice.home.join("podman-e2e.txt");
+    assert_eq!(fs::read_to_string(&file).ok().as_deref(), Some(text.as_str()), "{who}: file in the home");
+    let (fuid, fgid, _) = owner_mode(&file).unwrap();
+    assert_eq!((fuid, fgid), (alice.uid, alice.gid), "{who}: the file is the user's on the host");
+    let back = hub.client_ok("contents_client.py", &["get", &alice.name, &token, "podman-e2e.txt"]);
+    assert_eq!(back, text, "{who}: read back through the server");
+
+    // Stop through the API: the hub's SIGINT reaches the server through the keeper, the wrapper,
+    // podman's sig-proxy and the container's init; the container is removed, the pause process
+    // stopped, the session closed and its runtime dir removed.
+    let started = Instant::now();
+    hub.client_ok("hubclient.py", &["stop", &alice.name, &token]);
+    eprintln!("podman_spawner: server stopped in {:.1} s", started.elapsed().as_secs_f64());
+    let left: Vec<String> = live_processes(alice.uid, "").iter().map(|p| format!("{p}: {}", cmdline(*p))).collect();
+    assert!(left.is_empty(), "{who}: nothing of the user runs after the stop:\n{}", left.join("\n"));
+    assert_eq!(state.records(alice.uid), 0, "{who}: session record removed");
+    assert!(!rt.exists(), "{who}: runtime dir {} removed at stop", rt.display());
+    assert!(!hub.log().contains("Exceeded conmon timeout"), "{who}: podman run saw the container exit");
+
+    // And no container is left in the user's storage.
+    let out = podman_as(alice, &service.name, &["ps", "--all", "--format", "{{.Names}}"]);
+    assert!(out.status.success(), "podman ps: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "{who}: no container left");
+    end_podman_outside_hub(alice, &session_config);
+    drop(hub);
+}
