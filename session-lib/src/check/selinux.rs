@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::{Context, Status, Verdict, Who, read_text};
 
-/// The type the policy's file contexts give the runtime dir of `uid`: the
-/// entry for `/run/user/<uid>` (or the patterns policies write for it) in
-/// file_contexts.homedirs, then file_contexts; else Fedora's user_tmp_t.
+/// The type the policy's file contexts give the runtime dir of `uid`,
+/// looked up by libselinux itself (the same answer `restorecon` gives:
+/// file_contexts with its .homedirs and .local companions and the policy's
+/// own ordering rules); Fedora's user_tmp_t where the policy has no entry.
 fn expected_type(policy_root: &Path, uid: u32) -> (String, String) {
     let config = read_text(&policy_root.join("config")).unwrap_or_default();
     let name = config
@@ -15,28 +16,15 @@ fn expected_type(policy_root: &Path, uid: u32) -> (String, String) {
         .find_map(|l| l.trim().strip_prefix("SELINUXTYPE="))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "targeted".into());
-    let literal = format!("/run/user/{uid}");
-    let patterns = ["/run/user/[0-9]+", "/run/user/[^/]+", "/run/user/[^/]*", "/run/user/%{USERID}", literal.as_str()];
-    let dir = policy_root.join(&name).join("contexts/files");
-    for file in ["file_contexts.homedirs", "file_contexts"] {
-        let path = dir.join(file);
-        let Some(text) = read_text(&path) else { continue };
-        let entries: Vec<(&str, &str)> = text
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let spec = *f.first()?;
-                // `spec [-d] context`; only directories or any file type.
-                let applies = f.len() == 2 || (f.len() == 3 && f[1] == "-d");
-                (applies && patterns.contains(&spec)).then_some((spec, *f.last()?))
-            })
-            .collect();
-        let best = entries.iter().find(|(spec, _)| *spec == literal).or_else(|| entries.first());
-        if let Some(t) = best.and_then(|(_, ctx)| label_type(ctx)) {
-            return (t.to_string(), path.display().to_string());
-        }
+    let file_contexts = policy_root.join(&name).join("contexts/files/file_contexts");
+    let dir = PathBuf::from(format!("/run/user/{uid}"));
+    match crate::selinux::dir_label_in(&file_contexts, &dir) {
+        Ok(Some(label)) => match label_type(&label) {
+            Some(t) => (t.to_string(), file_contexts.display().to_string()),
+            None => ("user_tmp_t".into(), "default user_tmp_t".into()),
+        },
+        _ => ("user_tmp_t".into(), "default user_tmp_t".into()),
     }
-    ("user_tmp_t".into(), "default user_tmp_t".into())
 }
 
 /// `user:role:type:level` → `type`.
