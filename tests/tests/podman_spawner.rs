@@ -330,6 +330,40 @@ fn container_server(uid: u32) -> u32 {
     pids[0]
 }
 
+/// The server of `user` runs in a container of its own user namespace, where keep-id maps the
+/// user's uid to itself, with the user's uid and gid on the host, inside a registered session
+/// whose runtime dir holds podman's state.
+fn assert_containerized(user: &TestUser, state: &StateDir) -> u32 {
+    let pid = container_server(user.uid);
+    let uid = user.uid.to_string();
+    let who = format!("{} (uid {uid}, server pid {pid})", user.name);
+    assert_eq!(status_field(pid, "Uid"), [uid.as_str(); 4], "{who}: uids on the host");
+    assert_eq!(status_field(pid, "Gid"), [user.gid.to_string().as_str(); 4], "{who}: gids on the host");
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"), "{who}: runs in a user namespace of its own (not the host's)");
+    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert!(
+        uid_map.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.as_str(), uid.as_str(), "1"]),
+        "{who}: keep-id maps the user's uid to itself:\n{uid_map}"
+    );
+    let rt = user.runtime_dir();
+    assert_eq!(owner_mode(&rt), Some((user.uid, user.gid, 0o700)), "{who}: {}", rt.display());
+    assert!(rt.join("libpod").is_dir(), "{who}: podman's state is in the session's runtime dir");
+    assert_eq!(state.records(user.uid), 1, "{who}: the keeper's session is registered");
+    pid
+}
+
+/// After the hub stopped the server: no process of the user (server, podman, conmon, pause
+/// process), no session record, no runtime dir.
+fn assert_nothing_left(user: &TestUser, state: &StateDir, hub: &Hub) {
+    let who = format!("{} (uid {})", user.name, user.uid);
+    let left: Vec<String> = live_processes(user.uid, "").iter().map(|p| format!("{p}: {}", cmdline(*p))).collect();
+    assert!(left.is_empty(), "{who}: nothing of the user runs after the stop:\n{}", left.join("\n"));
+    assert_eq!(state.records(user.uid), 0, "{who}: session record removed");
+    assert!(!user.runtime_dir().exists(), "{who}: runtime dir removed at stop");
+    assert!(!hub.log().contains("Exceeded conmon timeout"), "{who}: podman run saw the container exit");
+}
+
 #[test]
 fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     let test = "podman_spawner_runs_each_server_in_a_rootless_container_in_a_session";
@@ -346,11 +380,16 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     let alice = &owner.0;
     alice.set_password(PASSWORD);
     let uid = alice.uid.to_string();
+    let owner_b = PodmanUser(TestUser::create("jpb"));
+    let bob = &owner_b.0;
+    bob.set_password(PASSWORD);
 
-    // The image, imported by the user into her own storage (no registry here).
-    let out = podman_as(alice, &service.name, &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE]);
-    assert!(out.status.success(), "podman import as {}: {}", alice.name, String::from_utf8_lossy(&out.stderr));
-    end_podman_outside_hub(alice, &session_config);
+    // The image, imported by each user into their own storage (no registry here).
+    for user in [alice, bob] {
+        let out = podman_as(user, &service.name, &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE]);
+        assert!(out.status.success(), "podman import as {}: {}", user.name, String::from_utf8_lossy(&out.stderr));
+        end_podman_outside_hub(user, &session_config);
+    }
 
     let port = free_port();
     let venv = inst.venv.display().to_string();
@@ -366,7 +405,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     writeln!(c, "c.JupyterHub.authenticator_class = 'pam'").unwrap();
     writeln!(c, "c.PAMAuthenticator.service = {:?}", service.name).unwrap();
     writeln!(c, "c.PAMAuthenticator.open_sessions = False").unwrap();
-    writeln!(c, "c.Authenticator.allowed_users = {{{:?}}}", alice.name).unwrap();
+    writeln!(c, "c.Authenticator.allowed_users = {{{:?}, {:?}}}", alice.name, bob.name).unwrap();
     writeln!(c, "c.Spawner.start_timeout = 90").unwrap();
     writeln!(c, "c.Spawner.http_timeout = 90").unwrap();
     writeln!(c, "c.JupyterHub.log_level = 'DEBUG'").unwrap();
@@ -388,17 +427,8 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // The server runs in a container: another user namespace, keep-id's mapping of the user's own
     // uid, and on the host as the user's uid and gid.
-    let pid = container_server(alice.uid);
+    let pid = assert_containerized(alice, &state);
     let who = format!("{} (uid {uid}, server pid {pid})", alice.name);
-    assert_eq!(status_field(pid, "Uid"), [uid.as_str(); 4], "{who}: uids on the host");
-    assert_eq!(status_field(pid, "Gid"), [alice.gid.to_string().as_str(); 4], "{who}: gids on the host");
-    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
-    assert_ne!(ns(&pid.to_string()), ns("self"), "{who}: runs in a user namespace of its own (not the host's)");
-    let uid_map = fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
-    assert!(
-        uid_map.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.as_str(), uid.as_str(), "1"]),
-        "{who}: keep-id maps the user's uid to itself:\n{uid_map}"
-    );
     // The container's init is its parent; the keeper (root) is the ancestor of `podman run`.
     assert!(cmdline(parent(pid)).starts_with("/run/podman-init"), "{who}: parent is podman's init");
     let podman_run: Vec<u32> = live_processes(alice.uid, " run --rm ")
@@ -429,11 +459,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     let leaks: Vec<u32> = all_pids().into_iter().filter(|p| cmdline(*p).contains(&api_token)).collect();
     assert!(leaks.is_empty(), "{who}: the API token is on the command line of {leaks:?}");
 
-    // The session: the runtime dir is the user's, podman keeps its state there, one registration.
     let rt = alice.runtime_dir();
-    assert_eq!(owner_mode(&rt), Some((alice.uid, alice.gid, 0o700)), "{who}: {}", rt.display());
-    assert!(rt.join("libpod").is_dir(), "{who}: podman's state is in the session's runtime dir");
-    assert_eq!(state.records(alice.uid), 1, "{who}: the keeper's session is registered");
     let podman_env = environ_of(podman_run[0]);
     assert_eq!(env_var(&podman_env, "XDG_RUNTIME_DIR"), rt.to_str(), "{who}: podman runs in the session");
 
@@ -462,16 +488,34 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     let started = Instant::now();
     hub.client_ok("hubclient.py", &["stop", &alice.name, &token]);
     eprintln!("podman_spawner: server stopped in {:.1} s", started.elapsed().as_secs_f64());
-    let left: Vec<String> = live_processes(alice.uid, "").iter().map(|p| format!("{p}: {}", cmdline(*p))).collect();
-    assert!(left.is_empty(), "{who}: nothing of the user runs after the stop:\n{}", left.join("\n"));
-    assert_eq!(state.records(alice.uid), 0, "{who}: session record removed");
-    assert!(!rt.exists(), "{who}: runtime dir {} removed at stop", rt.display());
-    assert!(!hub.log().contains("Exceeded conmon timeout"), "{who}: podman run saw the container exit");
+    assert_nothing_left(alice, &state, &hub);
 
     // And no container is left in the user's storage.
     let out = podman_as(alice, &service.name, &["ps", "--all", "--format", "{{.Names}}"]);
     assert!(out.status.success(), "podman ps: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "{who}: no container left");
     end_podman_outside_hub(alice, &session_config);
+
+    // Two users at once, alice again in a fresh session: a container each, in separate user
+    // namespaces; stopping one leaves the other's container and session alone.
+    let (ta, tb) = std::thread::scope(|s| {
+        let a = s.spawn(|| hub.client_ok("hubclient.py", &["start", &alice.name, PASSWORD]));
+        let b = s.spawn(|| hub.client_ok("hubclient.py", &["start", &bob.name, PASSWORD]));
+        let token = |out: String| {
+            let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
+            v["token"].as_str().expect("token").to_string()
+        };
+        (token(a.join().unwrap()), token(b.join().unwrap()))
+    });
+    let pa = assert_containerized(alice, &state);
+    let pb = assert_containerized(bob, &state);
+    assert_ne!(pa, pid, "alice's second server is a new process");
+    let ns = |p: u32| fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_ne!(ns(pa), ns(pb), "alice's and bob's containers are in different user namespaces");
+    hub.client_ok("hubclient.py", &["stop", &alice.name, &ta]);
+    assert_nothing_left(alice, &state, &hub);
+    assert_eq!(assert_containerized(bob, &state), pb, "bob's server is untouched by alice's stop");
+    hub.client_ok("hubclient.py", &["stop", &bob.name, &tb]);
+    assert_nothing_left(bob, &state, &hub);
     drop(hub);
 }
