@@ -6,7 +6,9 @@
 //! Run as root (the module creates /run/user/UID for a real user):
 //!   cargo build --release --workspace
 //!   cargo bench -p jupyter-session-tests --bench pam_roundtrip
-//! `JS_BENCH_N` sets the round trips per stack (default 1000).
+//! `JS_BENCH_N` sets the round trips per stack (default 1000). The "no /proc
+//! scan" row runs with keep_while_processes=false, to show what the
+//! last-close scan for the user's processes costs on this machine.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -82,6 +84,7 @@ fn main() {
     let user = TestUser::create("jsbench");
     let state = StateDir::new();
     let module = format!("session required @MODULE@ {}", state.arg());
+    let module_noscan = format!("{module} keep_while_processes=false");
     // The bare pair, and a JupyterHub-shaped stack (the shipped
     // /etc/pam.d/jupyterhub's session part) with either module in its slot.
     let realistic = |slot: &str| {
@@ -99,6 +102,11 @@ fn main() {
             "bare stack",
             PamService::create("jsbp", &["session required pam_permit.so"]),
             PamService::create("jsbj", &[module.as_str()]),
+        ),
+        (
+            "bare, no /proc scan",
+            PamService::create("jsbp", &["session required pam_permit.so"]),
+            PamService::create("jsbj", &[module_noscan.as_str()]),
         ),
         (
             "jupyterhub-shaped stack",
