@@ -25,6 +25,7 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 if [ -z "$from" ]; then
   command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (https://rustup.rs), then run again"
   [ -e /usr/include/security/pam_modules.h ] || die "PAM headers missing: apt-get install libpam0g-dev (Debian/Ubuntu) or dnf install pam-devel (Fedora/RHEL)"
+  [ -e /usr/include/selinux/selinux.h ] || die "SELinux headers missing: apt-get install libselinux1-dev (Debian/Ubuntu) or dnf install libselinux-devel (Fedora/RHEL)"
   cargo build --release --workspace --locked 2>/dev/null || cargo build --release --workspace
   from=target/release
 fi
