@@ -54,11 +54,7 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
 }
 
 pub fn run(args: Args) -> i32 {
-    let config = match &args.config {
-        Some(path) => Config::from_file(path),
-        None => Config::from_default_file(),
-    };
-    let config = match config {
+    let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         // A user may not be allowed to read the admin's default file: check
         // with the defaults rather than not at all, and say so.

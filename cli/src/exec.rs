@@ -30,11 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    let config = match &args.config {
-        Some(path) => Config::from_file(path),
-        None => Config::from_default_file(),
-    };
-    let config = match config {
+    let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "jupyter-session exec: {e}");

@@ -75,11 +75,7 @@ fn setup(common: &Common, what: &str) -> Result<Sessions, i32> {
     if !nix::unistd::geteuid().is_root() {
         return Err(fail(format!("`{what}` must be run as root (it manages /run/user and the session registry)")));
     }
-    let config = match &common.config {
-        Some(path) => Config::from_file(path),
-        None => Config::from_default_file(),
-    };
-    config.map(|c| Sessions::new(&c)).map_err(fail)
+    Config::load(common.config.as_deref()).map(|c| Sessions::new(&c)).map_err(fail)
 }
 
 fn shell_quote(value: &str) -> String {

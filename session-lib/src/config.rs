@@ -217,14 +217,20 @@ impl Config {
                 pairs.push((key.to_string(), value.to_string()));
             }
         }
-        let mut config = match &file {
-            Some(path) => Config::from_file(path)?,
-            None => Config::from_default_file()?,
-        };
+        let mut config = Config::load(file.as_deref())?;
         for (key, value) in pairs {
             config.set(&key, RawValue::Text(value), Source::Argument)?;
         }
         Ok(config)
+    }
+
+    /// Defaults overlaid with `path` if given (which must then exist), else
+    /// with the default file if it exists.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Config::from_file(path),
+            None => Config::from_default_file(),
+        }
     }
 
     /// Defaults overlaid with the default file, if it exists.
@@ -516,6 +522,22 @@ mod tests {
         let c = Config::from_module_args(&[config_arg.as_str(), "min_uid=3000"]).unwrap();
         assert_eq!(c.min_uid, 3000);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_reads_the_given_file_and_requires_it() {
+        let dir = std::env::temp_dir().join(format!("js-config-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("given.toml");
+        std::fs::write(&path, "min_uid = 700\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.min_uid, 700);
+        let missing = dir.join("missing.toml");
+        let err = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { ref path, .. } if *path == missing), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Without a path it is exactly the default file (or the defaults).
+        assert_eq!(Config::load(None).map(|c| c.min_uid).ok(), Config::from_default_file().map(|c| c.min_uid).ok());
     }
 
     #[test]
