@@ -3,7 +3,7 @@
 //! owner, a registered session, loginuid where right, `XDG_RUNTIME_DIR` and
 //! `PATH` exported.
 //!
-//! The hooks are exported by [`ffi`] (the only module with `unsafe`); the
+//! The hooks are exported by [`ffi`] (the only module allowed `unsafe_code`); the
 //! work is done by `session_lib::session`.
 #![deny(unsafe_code)]
 

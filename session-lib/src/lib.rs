@@ -7,7 +7,7 @@
 //! chdir, environment, signal handlers or threads, and no panics by design
 //! (the FFI layer in `pam_jupyter` still catches any that slip through).
 //!
-//! All `unsafe` lives in [`ffi`]; every other module forbids it.
+//! All `unsafe_code` lives in [`ffi`]; every other module forbids it.
 #![deny(unsafe_code)]
 
 pub mod check;

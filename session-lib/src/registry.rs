@@ -644,7 +644,7 @@ mod tests {
 
     #[test]
     fn unsafe_state_dirs_are_refused() {
-        let (t, _) = registry("unsafe");
+        let (t, _) = registry("refused");
         let me = nix::unistd::geteuid().as_raw();
         let target = t.0.join("real");
         fs::create_dir(&target).unwrap();
