@@ -65,6 +65,14 @@ pub fn cli_path() -> PathBuf {
     p
 }
 
+/// The keeper's arguments: `exec --service SERVICE --user USER -- CMD...`
+/// (for `Command::new(cli_path()).args(..)`).
+pub fn exec_args<'a>(service: &'a str, user: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["exec", "--service", service, "--user", user, "--"];
+    args.extend_from_slice(cmd);
+    args
+}
+
 /// A name unique to this test process: `prefix` + pid + counter, short
 /// enough for useradd (32 chars).
 pub fn unique(prefix: &str) -> String {

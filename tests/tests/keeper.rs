@@ -35,7 +35,7 @@ fn shipped_stack(state: &StateDir, extra: &[&str]) -> PamService {
 /// The keeper command: `jupyter-session exec --service SVC --user USER -- CMD...`.
 fn keeper(svc: &PamService, user: &str, cmd: &[&str]) -> Command {
     let mut c = Command::new(cli_path());
-    c.args(["exec", "--service", &svc.name, "--user", user, "--"]).args(cmd);
+    c.args(exec_args(&svc.name, user, cmd));
     c
 }
 
@@ -179,21 +179,15 @@ fn exit_codes() {
 
     let missing = unique("jsk-missing");
     let mut c = Command::new(cli_path());
-    c.args(["exec", "--service", &missing, "--user", &u.name, "--", "true"]);
+    c.args(exec_args(&missing, &u.name, &["true"]));
     let o = run(&mut c);
     assert_eq!(o.status.code(), Some(125));
     assert!(text(&o).1.contains(&format!("/etc/pam.d/{missing} does not exist")), "{}", text(&o).1);
 
     let mut c = Command::new("setpriv");
-    c.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups"]).arg(cli_path()).args([
-        "exec",
-        "--service",
-        &svc.name,
-        "--user",
-        &u.name,
-        "--",
-        "true",
-    ]);
+    c.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups"])
+        .arg(cli_path())
+        .args(exec_args(&svc.name, &u.name, &["true"]));
     let o = run(&mut c);
     assert_eq!(o.status.code(), Some(125));
     assert!(text(&o).1.contains("must be run as root"), "{}", text(&o).1);
