@@ -5,6 +5,8 @@
 //! they skip loudly, naming what they need; in CI (`CI=true`) they fail.
 #![forbid(unsafe_code)]
 
+pub mod hub;
+
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

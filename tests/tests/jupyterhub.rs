@@ -15,18 +15,16 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
+use jupyter_session_tests::hub::{
+    self, Hub, Installed, env_var, free_port, is_command, live_processes, set_mode, status_field, wait_until,
+};
 use jupyter_session_tests::{
     PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
 };
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -42,104 +40,22 @@ const PYTHON_PACKAGES: &[&str] = &[
     "setuptools>=61",
     "wheel",
 ];
-const PROXY_PACKAGE: &str = "configurable-http-proxy@5";
-/// The hub's PATH (besides the venv): no root-only directories like /root/.cargo.
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PASSWORD: &str = "jupyter-e2e-Pw1";
 const TOOLS: &[&str] = &["useradd", "chpasswd", "npm", "node", "podman", "setpriv", "busybox"];
-
-struct Installed {
-    venv: PathBuf,
-    proxy: PathBuf,
-    image_tar: PathBuf,
-}
-
-impl Installed {
-    fn python(&self) -> PathBuf {
-        self.venv.join("bin/python3")
-    }
-    fn bin(&self, name: &str) -> PathBuf {
-        self.venv.join("bin").join(name)
-    }
-    fn hub_path(&self) -> String {
-        format!("{}:{SYSTEM_PATH}", self.venv.join("bin").display())
-    }
-}
-
-fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// Install everything once per test process, under a lock shared with other test processes.
 fn installed() -> &'static Installed {
     static ONCE: OnceLock<Installed> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let root = PathBuf::from(ROOT);
-        fs::create_dir_all(&root).unwrap();
-        set_mode(&root, 0o755);
-        let lock = fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
-        let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-        let started = Instant::now();
-
-        let venv = root.join("venv");
-        let key = PYTHON_PACKAGES.join(" ");
-        let stamp = venv.join(".jupyter-session-stamp");
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
-            let _ = fs::remove_dir_all(&venv);
-            // Debian's python (python3-venv), not whatever `python3` is first on root's PATH.
-            run_ok(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
-            run_ok(
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "-q", "--disable-pip-version-check"])
-                    .args(PYTHON_PACKAGES),
-            );
-            fs::write(&stamp, &key).unwrap();
-        }
-        // This repo's package, fresh every run, built from a copy (no build/ in the repo).
-        let src = root.join("src");
-        let _ = fs::remove_dir_all(&src);
-        run_ok(Command::new("cp").arg("-r").arg(repo_dir().join("python")).arg(&src));
-        for junk in ["build", "jupyterhub_session.egg-info"] {
-            let _ = fs::remove_dir_all(src.join(junk));
-        }
-        run_ok(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation"])
-                .args(["--force-reinstall"])
-                .arg(&src),
-        );
-        // The SudoSpawner hook: sudospawner runs `sudospawner-singleuser` from its own directory.
-        let hook = venv.join("bin/sudospawner-singleuser");
-        let _ = fs::remove_file(&hook);
-        std::os::unix::fs::symlink("jupyterhub-session-sudospawner-singleuser", &hook).unwrap();
-
-        let node = root.join("node");
-        let proxy = node.join("node_modules/.bin/configurable-http-proxy");
-        let node_stamp = node.join(".jupyter-session-stamp");
-        if fs::read_to_string(&node_stamp).ok().as_deref() != Some(PROXY_PACKAGE) || !proxy.exists() {
-            let _ = fs::remove_dir_all(&node);
-            fs::create_dir_all(&node).unwrap();
-            run_ok(
-                Command::new("npm")
-                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&node)
-                    .arg(PROXY_PACKAGE),
-            );
-            fs::write(&node_stamp, PROXY_PACKAGE).unwrap();
-        }
-
-        let image_tar = root.join("bb.tar");
-        make_busybox_image(&root.join("bb-rootfs"), &image_tar);
-        // Everything readable (and the programs executable) by the test users and the hub account.
-        for path in [&venv, &node, &image_tar] {
-            run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(path));
-        }
-        eprintln!("jupyterhub: test environment ready in {:.1} s", started.elapsed().as_secs_f64());
-        Installed { venv, proxy, image_tar }
+        hub::install(ROOT, PYTHON_PACKAGES, "jupyterhub", |root, venv| {
+            // The SudoSpawner hook: sudospawner runs `sudospawner-singleuser` from its own directory.
+            let hook = venv.join("bin/sudospawner-singleuser");
+            let _ = fs::remove_file(&hook);
+            std::os::unix::fs::symlink("jupyterhub-session-sudospawner-singleuser", &hook).unwrap();
+            let image_tar = root.join("bb.tar");
+            make_busybox_image(&root.join("bb-rootfs"), &image_tar);
+            image_tar
+        })
     })
 }
 
@@ -158,185 +74,11 @@ fn make_busybox_image(rootfs: &Path, tar: &Path) {
     run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running hub; on drop: SIGTERM (the hub stops its servers and its proxy), then SIGKILL of
-/// whatever of it is left, and its directory removed. On a failing test, prints the hub's log.
-struct Hub {
-    child: Child,
-    dir: PathBuf,
-    base: String,
-    python: PathBuf,
-    client: PathBuf,
-}
-
-impl Hub {
-    /// Start `jupyterhub -f <dir>/jupyterhub_config.py` in `dir`, as root or (with `as_user`) as
-    /// that account, and wait until it answers.
-    fn start(inst: &Installed, dir: &Path, config: &str, port: u16, as_user: Option<&TestUser>) -> Hub {
-        let cfg = dir.join("jupyterhub_config.py");
-        fs::write(&cfg, config).unwrap();
-        let log = fs::File::create(dir.join("hub.log")).unwrap();
-        let mut cmd = match as_user {
-            None => Command::new(inst.bin("jupyterhub")),
-            Some(u) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={}", u.uid)).arg(format!("--regid={}", u.gid)).arg("--init-groups");
-                c.arg(inst.bin("jupyterhub"));
-                c
-            }
-        };
-        cmd.arg("-f").arg(&cfg).current_dir(dir).env_clear();
-        cmd.env("PATH", inst.hub_path()).env("LANG", "C.UTF-8");
-        let home = as_user.map(|u| u.home.clone()).unwrap_or_else(|| PathBuf::from("/root"));
-        cmd.env("HOME", home);
-        if let Some(u) = as_user {
-            cmd.env("USER", &u.name).env("LOGNAME", &u.name);
-        }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).process_group(0);
-        let child = cmd.spawn().unwrap();
-        let hub = Hub {
-            child,
-            dir: dir.to_path_buf(),
-            base: format!("http://127.0.0.1:{port}"),
-            python: inst.python(),
-            client: repo_dir().join("tests/jupyterhub/hubclient.py"),
-        };
-        let started = Instant::now();
-        hub.client_ok(&["wait"]);
-        eprintln!("jupyterhub: hub up in {:.1} s ({})", started.elapsed().as_secs_f64(), dir.display());
-        hub
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default()
-    }
-
-    fn client(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(&self.python);
-        cmd.arg(&self.client).arg(args[0]).arg(&self.base).args(&args[1..]);
-        cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
-        run(&mut cmd)
-    }
-
-    fn client_ok(&self, args: &[&str]) -> String {
-        let out = self.client(args);
-        assert!(
-            out.status.success(),
-            "hubclient {args:?} failed:\n{}{}\n--- hub log (last 60 lines) ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 60)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Log `user` in over HTTP (which starts the server); the user's API token.
-    fn login_and_start(&self, user: &TestUser) -> String {
-        self.login_and_start_profile(user, None)
-    }
-
-    /// The same, choosing `profile` in ProfilesSpawner's spawn form.
-    fn login_and_start_profile(&self, user: &TestUser, profile: Option<&str>) -> String {
-        let started = Instant::now();
-        let mut args = vec!["start", &user.name, PASSWORD];
-        args.extend(profile);
-        let out = self.client_ok(&args);
-        eprintln!("jupyterhub: {} logged in, server ready in {:.1} s", user.name, started.elapsed().as_secs_f64());
-        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
-        v["token"].as_str().expect("token").to_string()
-    }
-
-    fn stop_server(&self, user: &TestUser, token: &str) {
-        let started = Instant::now();
-        self.client_ok(&["stop", &user.name, token]);
-        eprintln!("jupyterhub: {}'s server stopped in {:.1} s", user.name, started.elapsed().as_secs_f64());
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- hub log ({}) ---\n{}", self.dir.display(), tail(&self.log(), 200));
-        }
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut exited = false;
-        while !exited && Instant::now() < end {
-            exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        if !exited {
-            // Still our (unreaped) child, so its process group is still ours to kill.
-            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-        // The proxy (in its own session) if the hub did not stop it, by its pid file.
-        if let Some(proxy) = fs::read_to_string(self.dir.join("proxy.pid")).ok().and_then(|s| s.trim().parse().ok()) {
-            if is_command(proxy, "configurable-http-proxy") {
-                let _ = kill(Pid::from_raw(proxy as i32), Signal::SIGKILL);
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The last `lines` lines of a hub log, without the noise of the test's own polling.
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> =
-        text.lines().filter(|l| !l.contains("GET /hub/api/users/") && !l.contains(" scopes:")).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
-}
-
-fn is_command(pid: u32, needle: &str) -> bool {
-    cmdline(pid).contains(needle)
-}
-
-/// `Name:` field of /proc/PID/status, split into words.
-fn status_field(pid: u32, name: &str) -> Vec<String> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// Live (not zombie) processes whose real uid is `uid` and whose command line contains `needle`.
-fn live_processes(uid: u32, needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let uids = status_field(pid, "Uid");
-        let state = status_field(pid, "State");
-        if uids.first().map(String::as_str) == Some(uid.to_string().as_str())
-            && state.first().map(String::as_str) != Some("Z")
-            && is_command(pid, needle)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// The one single-user server process of `user`.
 fn server_pid(user: &TestUser) -> u32 {
     let pids = live_processes(user.uid, "jupyterhub-singleuser");
     assert_eq!(pids.len(), 1, "{}: expected exactly one jupyterhub-singleuser process of uid {}", user.name, user.uid);
     pids[0]
-}
-
-fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 fn expected_groups(user: &TestUser) -> BTreeSet<u32> {
@@ -438,15 +180,6 @@ fn kill_pause_process(user: &TestUser) {
     });
 }
 
-/// Poll a condition (a bound against hangs, not a timing assertion).
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// After the hub stopped the server: nothing of the session is left.
 fn assert_session_closed(user: &TestUser, state: &StateDir) {
     assert!(live_processes(user.uid, "jupyterhub-singleuser").is_empty(), "{}: server gone", user.name);
@@ -485,28 +218,6 @@ fn hub_dir(name: &str, mode: u32) -> PathBuf {
     dir
 }
 
-/// Config common to every hub: loopback ports, the local proxy, PAM login with `service`.
-fn base_config(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&TestUser]) -> String {
-    let mut c = String::new();
-    let allowed: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
-    writeln!(c, "c = get_config()  # noqa").unwrap();
-    writeln!(c, "c.JupyterHub.bind_url = 'http://127.0.0.1:{port}/'").unwrap();
-    writeln!(c, "c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.command = [{:?}]", inst.proxy.display().to_string()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.pid_file = {:?}", dir.join("proxy.pid").display().to_string()).unwrap();
-    writeln!(c, "c.JupyterHub.db_url = 'sqlite:///{}'", dir.join("jupyterhub.sqlite").display()).unwrap();
-    writeln!(c, "c.JupyterHub.cookie_secret_file = {:?}", dir.join("cookie_secret").display().to_string()).unwrap();
-    writeln!(c, "c.JupyterHub.authenticator_class = 'pam'").unwrap();
-    writeln!(c, "c.PAMAuthenticator.service = {service:?}").unwrap();
-    writeln!(c, "c.PAMAuthenticator.open_sessions = False").unwrap();
-    writeln!(c, "c.Authenticator.allowed_users = {{{}}}", allowed.join(", ")).unwrap();
-    writeln!(c, "c.Spawner.start_timeout = 90").unwrap();
-    writeln!(c, "c.Spawner.http_timeout = 90").unwrap();
-    writeln!(c, "c.JupyterHub.log_level = 'DEBUG'").unwrap();
-    c
-}
-
 /// `jupyter-session exec` must be the real keeper for the SessionSpawner test to mean anything.
 fn keeper_is_built(user: &TestUser, service: &str) {
     let out =
@@ -522,20 +233,7 @@ fn keeper_is_built(user: &TestUser, service: &str) {
 /// The PAM service the keeper runs: the file install.sh ships (etc/pam.d/jupyterhub.debian), with
 /// the built module and a private state dir.
 fn keeper_service(dir: &Path, state: &StateDir) -> PamService {
-    let module_args = format!("config={}", session_config(dir, state).display());
-    let shipped = fs::read_to_string(repo_dir().join("etc/pam.d/jupyterhub.debian")).unwrap();
-    let lines: Vec<String> = shipped
-        .lines()
-        .map(|l| {
-            if l.split_whitespace().nth(2) == Some("pam_jupyter.so") {
-                l.replace("pam_jupyter.so", &format!("@MODULE@ {module_args}"))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
-    PamService::create("jhs", &lines.iter().map(String::as_str).collect::<Vec<_>>())
+    hub::shipped_keeper_service("jhs", &session_config(dir, state))
 }
 
 #[test]
@@ -553,7 +251,7 @@ fn session_spawner_gives_each_server_a_real_session() {
     keeper_is_built(&alice, &service.name);
 
     let port = free_port();
-    let mut config = base_config(inst, &dir, port, &service.name, &[&alice, &bob]);
+    let mut config = hub::base_config(inst, &dir, port, &service.name, &[&alice, &bob]);
     writeln!(config, "c.JupyterHub.spawner_class = 'session'").unwrap();
     writeln!(config, "c.SessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
     writeln!(config, "c.SessionSpawner.pam_service = {:?}", service.name).unwrap();
@@ -562,8 +260,8 @@ fn session_spawner_gives_each_server_a_real_session() {
 
     // Two users log in and start at once.
     let (ta, tb) = std::thread::scope(|s| {
-        let a = s.spawn(|| hub.login_and_start(&alice));
-        let b = s.spawn(|| hub.login_and_start(&bob));
+        let a = s.spawn(|| hub.login_and_start(&alice, PASSWORD));
+        let b = s.spawn(|| hub.login_and_start(&bob, PASSWORD));
         (a.join().unwrap(), b.join().unwrap())
     });
     for user in [&alice, &bob] {
@@ -582,7 +280,7 @@ fn session_spawner_gives_each_server_a_real_session() {
     assert_session(&bob, server_pid(&bob), &expect);
 
     // Alice again: a new server, a new session.
-    let ta = hub.login_and_start(&alice);
+    let ta = hub.login_and_start(&alice, PASSWORD);
     let pid = server_pid(&alice);
     assert_session(&alice, pid, &expect);
     assert_podman_works(inst, &alice, pid);
@@ -658,7 +356,7 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     assert!(!alice.runtime_dir().exists(), "no runtime dir from another account's sudo");
 
     let port = free_port();
-    let mut hub_config = base_config(inst, &dir, port, &login.name, &[&alice, &bob]);
+    let mut hub_config = hub::base_config(inst, &dir, port, &login.name, &[&alice, &bob]);
     writeln!(hub_config, "c.JupyterHub.spawner_class = 'sudospawner.SudoSpawner'").unwrap();
     writeln!(hub_config, "c.SudoSpawner.sudospawner_path = {:?}", inst.bin("sudospawner").display().to_string())
         .unwrap();
@@ -676,14 +374,14 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     .unwrap();
     let hub = Hub::start(inst, &dir, &hub_config, port, Some(&hub_user));
     // The hub really is unprivileged.
-    assert_eq!(status_field(hub.child.id(), "Uid")[0], hub_user.uid.to_string());
+    assert_eq!(status_field(hub.pid(), "Uid")[0], hub_user.uid.to_string());
     // SudoSpawner's servers get the hub's environment (PATH included) from the mediator.
     let hub_path = inst.hub_path();
     let expect = Expect { path: &hub_path, registered: None };
 
     let (ta, tb) = std::thread::scope(|s| {
-        let a = s.spawn(|| hub.login_and_start(&alice));
-        let b = s.spawn(|| hub.login_and_start(&bob));
+        let a = s.spawn(|| hub.login_and_start(&alice, PASSWORD));
+        let b = s.spawn(|| hub.login_and_start(&bob, PASSWORD));
         (a.join().unwrap(), b.join().unwrap())
     });
     for user in [&alice, &bob] {
@@ -699,7 +397,7 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     assert_session_closed(&alice, &state);
     assert_session(&bob, server_pid(&bob), &expect);
 
-    let ta = hub.login_and_start(&alice);
+    let ta = hub.login_and_start(&alice, PASSWORD);
     let pid = server_pid(&alice);
     assert_session(&alice, pid, &expect);
     assert_podman_works(inst, &alice, pid);
@@ -727,7 +425,7 @@ fn profiles_spawner_session_profile_and_stock_negative_control() {
     let carol = login_user("jhc");
     let dave = login_user("jhd");
     let port = free_port();
-    let mut config = base_config(inst, &dir, port, &service.name, &[&carol, &dave]);
+    let mut config = hub::base_config(inst, &dir, port, &service.name, &[&carol, &dave]);
     let session_profile = format!(
         "{{'jupyter_session_path': {:?}, 'pam_service': {:?}}}",
         cli_path().display().to_string(),
@@ -744,7 +442,7 @@ fn profiles_spawner_session_profile_and_stock_negative_control() {
     let hub = Hub::start(inst, &dir, &config, port, None);
 
     // The recipe as a profile.
-    let td = hub.login_and_start_profile(&dave, Some("session"));
+    let td = hub.login_and_start_profile(&dave, PASSWORD, Some("session"));
     let pid = server_pid(&dave);
     assert_session(&dave, pid, &Expect { path: session_lib::config::DEFAULT_PATH, registered: Some(&state) });
     assert_podman_works(inst, &dave, pid);
@@ -752,7 +450,7 @@ fn profiles_spawner_session_profile_and_stock_negative_control() {
     assert_session_closed(&dave, &state);
 
     // The negative control.
-    let token = hub.login_and_start_profile(&carol, Some("stock"));
+    let token = hub.login_and_start_profile(&carol, PASSWORD, Some("stock"));
     let pid = server_pid(&carol);
 
     // The same inspection as for the recipes: identity is right ...

@@ -14,103 +14,35 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use jupyter_session_tests::hub::{
+    self, Hub, Installed, all_pids, cmdline, env_var, free_port, live_processes, set_mode, status_field, wait_until,
+};
 use jupyter_session_tests::{
     PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
 };
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 const ROOT: &str = "/var/tmp/jupyter-session-podman-test";
 const PYTHON_PACKAGES: &[&str] = &["jupyterhub>=5,<7", "jupyter_server>=2,<3", "requests", "setuptools>=61", "wheel"];
-const PROXY_PACKAGE: &str = "configurable-http-proxy@5";
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const PASSWORD: &str = "podman-e2e-Pw1";
 const IMAGE: &str = "localhost/jupyter-session-podman-test";
 const TOOLS: &[&str] = &["useradd", "chpasswd", "npm", "node", "podman", "runc", "tar"];
-
-struct Installed {
-    venv: PathBuf,
-    proxy: PathBuf,
-    image_tar: PathBuf,
-}
-
-fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// The venv, the proxy and the image tarball, once per test process (locked across processes).
 fn installed() -> &'static Installed {
     static ONCE: OnceLock<Installed> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let root = PathBuf::from(ROOT);
-        fs::create_dir_all(&root).unwrap();
-        set_mode(&root, 0o755);
-        let lock = fs::File::options().create(true).truncate(false).write(true).open(root.join(".lock")).unwrap();
-        let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-        let started = Instant::now();
-
-        let venv = root.join("venv");
-        let key = PYTHON_PACKAGES.join(" ");
-        let stamp = venv.join(".jupyter-session-stamp");
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
-            let _ = fs::remove_dir_all(&venv);
-            // Debian's python: its interpreter and stdlib live under /usr, which the container mounts.
-            run_ok(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
-            run_ok(
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "-q", "--disable-pip-version-check"])
-                    .args(PYTHON_PACKAGES),
-            );
-            fs::write(&stamp, &key).unwrap();
-        }
-        let src = root.join("src");
-        let _ = fs::remove_dir_all(&src);
-        run_ok(Command::new("cp").arg("-r").arg(repo_dir().join("python")).arg(&src));
-        for junk in ["build", "jupyterhub_session.egg-info"] {
-            let _ = fs::remove_dir_all(src.join(junk));
-        }
-        run_ok(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check", "--no-deps", "--no-build-isolation"])
-                .args(["--force-reinstall"])
-                .arg(&src),
-        );
-
-        let node = root.join("node");
-        let proxy = node.join("node_modules/.bin/configurable-http-proxy");
-        let node_stamp = node.join(".jupyter-session-stamp");
-        if fs::read_to_string(&node_stamp).ok().as_deref() != Some(PROXY_PACKAGE) || !proxy.exists() {
-            let _ = fs::remove_dir_all(&node);
-            fs::create_dir_all(&node).unwrap();
-            run_ok(
-                Command::new("npm")
-                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&node)
-                    .arg(PROXY_PACKAGE),
-            );
-            fs::write(&node_stamp, PROXY_PACKAGE).unwrap();
-        }
-
-        let image_tar = root.join("skeleton.tar");
-        make_skeleton_image(&root.join("skeleton-rootfs"), &image_tar);
-        for path in [&venv, &node, &image_tar] {
-            run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(path));
-        }
-        eprintln!("podman_spawner: test environment ready in {:.1} s", started.elapsed().as_secs_f64());
-        Installed { venv, proxy, image_tar }
+        hub::install(ROOT, PYTHON_PACKAGES, "podman_spawner", |root, _venv| {
+            let image_tar = root.join("skeleton.tar");
+            make_skeleton_image(&root.join("skeleton-rootfs"), &image_tar);
+            image_tar
+        })
     })
 }
 
@@ -132,138 +64,8 @@ fn make_skeleton_image(rootfs: &Path, tar: &Path) {
     run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running hub (as root); on drop: SIGTERM (it stops its servers and its proxy), SIGKILL of its
-/// process group if it does not exit, its directory removed; the hub log on a failing test.
-struct Hub {
-    child: Child,
-    dir: PathBuf,
-    base: String,
-    python: PathBuf,
-}
-
-impl Hub {
-    fn start(inst: &Installed, dir: &Path, config: &str, port: u16) -> Hub {
-        let cfg = dir.join("jupyterhub_config.py");
-        fs::write(&cfg, config).unwrap();
-        let log = fs::File::create(dir.join("hub.log")).unwrap();
-        let mut cmd = Command::new(inst.venv.join("bin/jupyterhub"));
-        cmd.arg("-f").arg(&cfg).current_dir(dir).env_clear();
-        cmd.env("PATH", format!("{}:{SYSTEM_PATH}", inst.venv.join("bin").display()));
-        cmd.env("LANG", "C.UTF-8").env("HOME", "/root");
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).process_group(0);
-        let hub = Hub {
-            child: cmd.spawn().unwrap(),
-            dir: dir.to_path_buf(),
-            base: format!("http://127.0.0.1:{port}"),
-            python: inst.venv.join("bin/python3"),
-        };
-        hub.client_ok("hubclient.py", &["wait"]);
-        hub
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("hub.log")).unwrap_or_default()
-    }
-
-    fn client_ok(&self, script: &str, args: &[&str]) -> String {
-        let mut cmd = Command::new(&self.python);
-        cmd.arg(repo_dir().join("tests/jupyterhub").join(script)).arg(args[0]).arg(&self.base).args(&args[1..]);
-        cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
-        let out = run(&mut cmd);
-        assert!(
-            out.status.success(),
-            "{script} {args:?} failed:\n{}{}\n--- hub log (last 80 lines) ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 80)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- hub log ({}) ---\n{}", self.dir.display(), tail(&self.log(), 200));
-        }
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut exited = false;
-        while !exited && Instant::now() < end {
-            exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            if !exited {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        if !exited {
-            // Still our unreaped child: its process group is still ours to kill.
-            let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-        if let Some(proxy) = fs::read_to_string(self.dir.join("proxy.pid")).ok().and_then(|s| s.trim().parse().ok()) {
-            if cmdline(proxy).contains("configurable-http-proxy") {
-                let _ = kill(Pid::from_raw(proxy as i32), Signal::SIGKILL);
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> =
-        text.lines().filter(|l| !l.contains("GET /hub/api/users/") && !l.contains(" scopes:")).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
-}
-
-fn status_field(pid: u32, name: &str) -> Vec<String> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 fn parent(pid: u32) -> u32 {
     status_field(pid, "PPid").first().and_then(|p| p.parse().ok()).unwrap_or(0)
-}
-
-fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
-}
-
-/// Live (not zombie) processes with real uid `uid` whose command line contains `needle`.
-fn live_processes(uid: u32, needle: &str) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| {
-            status_field(pid, "Uid").first().map(String::as_str) == Some(uid.to_string().as_str())
-                && status_field(pid, "State").first().map(String::as_str) != Some("Z")
-                && cmdline(pid).contains(needle)
-        })
-        .collect()
-}
-
-fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// Poll a condition (a bound against hangs, not a timing assertion).
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The keeper's PAM service: the shipped etc/pam.d/jupyterhub.debian with the built module and a
@@ -272,19 +74,7 @@ fn keeper_service(dir: &Path, state: &StateDir) -> (PamService, PathBuf) {
     let config = dir.join("jupyter-session.toml");
     fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
     set_mode(&config, 0o644);
-    let shipped = fs::read_to_string(repo_dir().join("etc/pam.d/jupyterhub.debian")).unwrap();
-    let lines: Vec<String> = shipped
-        .lines()
-        .map(|l| {
-            if l.split_whitespace().nth(2) == Some("pam_jupyter.so") {
-                l.replace("pam_jupyter.so", &format!("@MODULE@ config={}", config.display()))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
-    (PamService::create("jhp", &lines.iter().map(String::as_str).collect::<Vec<_>>()), config)
+    (hub::shipped_keeper_service("jhp", &config), config)
 }
 
 /// A test user, and on drop what rootless podman leaves outside the home (userdel -r removes the
@@ -393,22 +183,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     let port = free_port();
     let venv = inst.venv.display().to_string();
-    let mut c = String::new();
-    writeln!(c, "c = get_config()  # noqa").unwrap();
-    writeln!(c, "c.JupyterHub.bind_url = 'http://127.0.0.1:{port}/'").unwrap();
-    writeln!(c, "c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.command = [{:?}]", inst.proxy.display().to_string()).unwrap();
-    writeln!(c, "c.ConfigurableHTTPProxy.pid_file = {:?}", dir.join("proxy.pid").display().to_string()).unwrap();
-    writeln!(c, "c.JupyterHub.db_url = 'sqlite:///{}'", dir.join("jupyterhub.sqlite").display()).unwrap();
-    writeln!(c, "c.JupyterHub.cookie_secret_file = {:?}", dir.join("cookie_secret").display().to_string()).unwrap();
-    writeln!(c, "c.JupyterHub.authenticator_class = 'pam'").unwrap();
-    writeln!(c, "c.PAMAuthenticator.service = {:?}", service.name).unwrap();
-    writeln!(c, "c.PAMAuthenticator.open_sessions = False").unwrap();
-    writeln!(c, "c.Authenticator.allowed_users = {{{:?}, {:?}}}", alice.name, bob.name).unwrap();
-    writeln!(c, "c.Spawner.start_timeout = 90").unwrap();
-    writeln!(c, "c.Spawner.http_timeout = 90").unwrap();
-    writeln!(c, "c.JupyterHub.log_level = 'DEBUG'").unwrap();
+    let mut c = hub::base_config(inst, &dir, port, &service.name, &[alice, bob]);
     // The recipe under test, by its entry point name.
     writeln!(c, "c.JupyterHub.spawner_class = 'podman'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
@@ -417,10 +192,10 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     writeln!(c, "c.PodmanSessionSpawner.runtime = 'runc'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.volumes = ['/usr:/usr:ro', '{venv}:{venv}:ro']").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.cmd = ['{venv}/bin/jupyterhub-singleuser']").unwrap();
-    let hub = Hub::start(inst, &dir, &c, port);
+    let hub = Hub::start(inst, &dir, &c, port, None);
 
     let started = Instant::now();
-    let out = hub.client_ok("hubclient.py", &["start", &alice.name, PASSWORD]);
+    let out = hub.script_ok("hubclient.py", &["start", &alice.name, PASSWORD]);
     eprintln!("podman_spawner: logged in, containerized server ready in {:.1} s", started.elapsed().as_secs_f64());
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
     let token = v["token"].as_str().expect("token").to_string();
@@ -474,19 +249,19 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // A file written through the Jupyter contents API lands in the real home, owned by the user.
     let text = format!("written through the contents API by {}\n", alice.name);
-    hub.client_ok("contents_client.py", &["put", &alice.name, &token, "podman-e2e.txt", &text]);
+    hub.script_ok("contents_client.py", &["put", &alice.name, &token, "podman-e2e.txt", &text]);
     let file = alice.home.join("podman-e2e.txt");
     assert_eq!(fs::read_to_string(&file).ok().as_deref(), Some(text.as_str()), "{who}: file in the home");
     let (fuid, fgid, _) = owner_mode(&file).unwrap();
     assert_eq!((fuid, fgid), (alice.uid, alice.gid), "{who}: the file is the user's on the host");
-    let back = hub.client_ok("contents_client.py", &["get", &alice.name, &token, "podman-e2e.txt"]);
+    let back = hub.script_ok("contents_client.py", &["get", &alice.name, &token, "podman-e2e.txt"]);
     assert_eq!(back, text, "{who}: read back through the server");
 
     // Stop through the API: the hub's SIGINT reaches the server through the keeper, the wrapper,
     // podman's sig-proxy and the container's init; the container is removed, the pause process
     // stopped, the session closed and its runtime dir removed.
     let started = Instant::now();
-    hub.client_ok("hubclient.py", &["stop", &alice.name, &token]);
+    hub.script_ok("hubclient.py", &["stop", &alice.name, &token]);
     eprintln!("podman_spawner: server stopped in {:.1} s", started.elapsed().as_secs_f64());
     assert_nothing_left(alice, &state, &hub);
 
@@ -499,8 +274,8 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     // Two users at once, alice again in a fresh session: a container each, in separate user
     // namespaces; stopping one leaves the other's container and session alone.
     let (ta, tb) = std::thread::scope(|s| {
-        let a = s.spawn(|| hub.client_ok("hubclient.py", &["start", &alice.name, PASSWORD]));
-        let b = s.spawn(|| hub.client_ok("hubclient.py", &["start", &bob.name, PASSWORD]));
+        let a = s.spawn(|| hub.script_ok("hubclient.py", &["start", &alice.name, PASSWORD]));
+        let b = s.spawn(|| hub.script_ok("hubclient.py", &["start", &bob.name, PASSWORD]));
         let token = |out: String| {
             let v: serde_json::Value = serde_json::from_str(out.trim()).expect("hubclient start prints JSON");
             v["token"].as_str().expect("token").to_string()
@@ -512,10 +287,10 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     assert_ne!(pa, pid, "alice's second server is a new process");
     let ns = |p: u32| fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
     assert_ne!(ns(pa), ns(pb), "alice's and bob's containers are in different user namespaces");
-    hub.client_ok("hubclient.py", &["stop", &alice.name, &ta]);
+    hub.script_ok("hubclient.py", &["stop", &alice.name, &ta]);
     assert_nothing_left(alice, &state, &hub);
     assert_eq!(assert_containerized(bob, &state), pb, "bob's server is untouched by alice's stop");
-    hub.client_ok("hubclient.py", &["stop", &bob.name, &tb]);
+    hub.script_ok("hubclient.py", &["stop", &bob.name, &tb]);
     assert_nothing_left(bob, &state, &hub);
     drop(hub);
 }
