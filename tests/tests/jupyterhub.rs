@@ -187,6 +187,42 @@ fn assert_session_closed(user: &TestUser, state: &StateDir) {
     assert!(!user.runtime_dir().exists(), "{}: runtime dir removed at stop", user.name);
 }
 
+/// Log `alice` and `bob` in at once (their servers start concurrently); their API tokens.
+fn login_and_start_both(hub: &Hub, alice: &TestUser, bob: &TestUser) -> (String, String) {
+    std::thread::scope(|s| {
+        let a = s.spawn(|| hub.login_and_start(alice, PASSWORD));
+        let b = s.spawn(|| hub.login_and_start(bob, PASSWORD));
+        (a.join().unwrap(), b.join().unwrap())
+    })
+}
+
+/// The second half of a two-user hub test: stopping alice's server closes her session and bob's
+/// is untouched; alice again gets a new server in a new session; stopping both closes both.
+fn stop_one_restart_alice_stop_both(
+    hub: &Hub,
+    inst: &Installed,
+    state: &StateDir,
+    expect: &Expect,
+    [alice, bob]: [&TestUser; 2],
+    [ta, tb]: [&str; 2],
+) {
+    // Stopping alice's server closes her session; bob's is untouched.
+    hub.stop_server(alice, ta);
+    assert_session_closed(alice, state);
+    assert_session(bob, server_pid(bob), expect);
+
+    // Alice again: a new server, a new session.
+    let ta = hub.login_and_start(alice, PASSWORD);
+    let pid = server_pid(alice);
+    assert_session(alice, pid, expect);
+    assert_podman_works(inst, alice, pid);
+
+    hub.stop_server(alice, &ta);
+    hub.stop_server(bob, tb);
+    assert_session_closed(alice, state);
+    assert_session_closed(bob, state);
+}
+
 /// A test user with a password, in the group `users`. Podman state in /tmp left by an earlier,
 /// deleted user with the same uid is removed first (the harness removes the new user's on drop).
 fn login_user(prefix: &str) -> TestUser {
@@ -259,11 +295,7 @@ fn session_spawner_gives_each_server_a_real_session() {
     let expect = Expect { path: session_lib::config::DEFAULT_PATH, registered: Some(&state) };
 
     // Two users log in and start at once.
-    let (ta, tb) = std::thread::scope(|s| {
-        let a = s.spawn(|| hub.login_and_start(&alice, PASSWORD));
-        let b = s.spawn(|| hub.login_and_start(&bob, PASSWORD));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let (ta, tb) = login_and_start_both(&hub, &alice, &bob);
     for user in [&alice, &bob] {
         let pid = server_pid(user);
         // The keeper (root) is the server's parent: the spawner's pid.
@@ -274,21 +306,7 @@ fn session_spawner_gives_each_server_a_real_session() {
         assert_podman_works(inst, user, pid);
     }
 
-    // Stopping alice's server closes her session; bob's is untouched.
-    hub.stop_server(&alice, &ta);
-    assert_session_closed(&alice, &state);
-    assert_session(&bob, server_pid(&bob), &expect);
-
-    // Alice again: a new server, a new session.
-    let ta = hub.login_and_start(&alice, PASSWORD);
-    let pid = server_pid(&alice);
-    assert_session(&alice, pid, &expect);
-    assert_podman_works(inst, &alice, pid);
-
-    hub.stop_server(&alice, &ta);
-    hub.stop_server(&bob, &tb);
-    assert_session_closed(&alice, &state);
-    assert_session_closed(&bob, &state);
+    stop_one_restart_alice_stop_both(&hub, inst, &state, &expect, [&alice, &bob], [&ta, &tb]);
 }
 
 #[test]
@@ -379,11 +397,7 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     let hub_path = inst.hub_path();
     let expect = Expect { path: &hub_path, registered: None };
 
-    let (ta, tb) = std::thread::scope(|s| {
-        let a = s.spawn(|| hub.login_and_start(&alice, PASSWORD));
-        let b = s.spawn(|| hub.login_and_start(&bob, PASSWORD));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let (ta, tb) = login_and_start_both(&hub, &alice, &bob);
     for user in [&alice, &bob] {
         let pid = server_pid(user);
         assert_session(user, pid, &expect);
@@ -393,19 +407,7 @@ fn sudo_spawner_with_an_unprivileged_hub() {
         assert_podman_works(inst, user, pid);
     }
 
-    hub.stop_server(&alice, &ta);
-    assert_session_closed(&alice, &state);
-    assert_session(&bob, server_pid(&bob), &expect);
-
-    let ta = hub.login_and_start(&alice, PASSWORD);
-    let pid = server_pid(&alice);
-    assert_session(&alice, pid, &expect);
-    assert_podman_works(inst, &alice, pid);
-
-    hub.stop_server(&alice, &ta);
-    hub.stop_server(&bob, &tb);
-    assert_session_closed(&alice, &state);
-    assert_session_closed(&bob, &state);
+    stop_one_restart_alice_stop_both(&hub, inst, &state, &expect, [&alice, &bob], [&ta, &tb]);
     drop(hub);
     drop(sudoers);
 }
