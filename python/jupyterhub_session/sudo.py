@@ -97,8 +97,9 @@ def singleuser_main():
     os.execve(server, [server] + sys.argv[1:], env)
 
 
-def _live_mediators(uid):
-    """Pids of `uid`'s processes still running sudospawner (not zombies)."""
+def _live_mediators(uid, markers=(b"sudospawner",)):
+    """Pids of `uid`'s processes (not zombies) whose command line holds one of `markers`:
+    by default the sudospawner mediator."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -112,15 +113,16 @@ def _live_mediators(uid):
             continue
         if status.get("State", "").strip().startswith("Z"):
             continue
-        if int(status.get("Uid", "-1").split()[0]) == uid and b"sudospawner" in cmdline:
+        if int(status.get("Uid", "-1").split()[0]) == uid and any(m in cmdline for m in markers):
             pids.append(int(entry))
     return pids
 
 
 def gc_after_stop(jupyter_session_path="jupyter-session", gc_args=(), wait_seconds=10.0):
-    """A SudoSpawner `post_stop_hook`: wait (at most `wait_seconds`) for the mediator that
-    reaped the server to exit, then run `sudo -n <jupyter_session_path> gc <gc_args>`.
-    The sudoers line must allow exactly that command for the hub account."""
+    """A SudoSpawner `post_stop_hook`: wait (at most `wait_seconds`) for the mediator and the
+    server it reaped to be gone, then run `sudo -n <jupyter_session_path> gc <gc_args>`, which
+    removes the runtime dir once no process of the user is left (a server still exiting would
+    keep it). The sudoers line must allow exactly that command for the hub account."""
 
     async def hook(spawner):
         import pwd
@@ -128,7 +130,8 @@ def gc_after_stop(jupyter_session_path="jupyter-session", gc_args=(), wait_secon
         uid = pwd.getpwnam(spawner.user.name).pw_uid
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        while _live_mediators(uid) and loop.time() < deadline:
+        markers = (b"sudospawner", b"jupyterhub-singleuser")
+        while _live_mediators(uid, markers) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         argv = ["sudo", "-n", jupyter_session_path, "gc", *gc_args]
         proc = await asyncio.create_subprocess_exec(
