@@ -168,8 +168,11 @@ impl Drop for TestUser {
         }
         // Rootless podman's state outside the home (userdel -r leaves it, and a later user
         // with the same uid would inherit it).
-        for dir in [format!("/tmp/podman-run-{}", self.uid), format!("/tmp/containers-user-{}", self.uid)] {
-            let _ = fs::remove_dir_all(dir);
+        // Podman falls back to $TMPDIR, /tmp or /var/tmp depending on how it was started.
+        for tmp in ["/tmp", "/var/tmp"] {
+            for dir in [format!("{tmp}/podman-run-{}", self.uid), format!("{tmp}/containers-user-{}", self.uid)] {
+                let _ = fs::remove_dir_all(dir);
+            }
         }
         let _lock = passwd_lock();
         let _ = Command::new("userdel").arg("-r").arg(&self.name).output();
