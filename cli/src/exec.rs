@@ -21,7 +21,7 @@ pub struct Args {
     /// Working directory of CMD (default: the user's home)
     #[arg(long, value_name = "DIR")]
     pub chdir: Option<PathBuf>,
-    /// Configuration file (default: /etc/jupyter-session.toml if it exists); only min_uid is used here
+    /// Configuration file (default: /etc/security/jupyter-session.toml if it exists); only min_uid is used here
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The command and its arguments

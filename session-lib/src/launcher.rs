@@ -177,7 +177,7 @@ impl fmt::Display for KeeperError {
             KeeperError::BelowMinUid { user, uid, min_uid } => write!(
                 f,
                 "user '{user}' has uid {uid}, below min_uid {min_uid}: refusing to start a session for a system \
-                 account (lower min_uid in /etc/jupyter-session.toml if this user is really meant to log in)"
+                 account (lower min_uid in /etc/security/jupyter-session.toml if this user is really meant to log in)"
             ),
             KeeperError::AccountRefused(e) => write!(f, "account refused: {e}"),
             KeeperError::Pam(e) => write!(f, "{e}"),
