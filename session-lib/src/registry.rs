@@ -282,6 +282,21 @@ impl SessionRegistry {
         Ok(uids)
     }
 
+    /// The records of `uid` as they stand, without taking the lock and without
+    /// creating, reaping or changing anything: for diagnostics. NotFound when
+    /// the user never had a session here.
+    pub fn peek(&self, uid: u32) -> std::io::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(self.users_dir().join(uid.to_string()))?.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".json")
+                && let Some(record) = parse_record(&entry.path(), uid)
+            {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
     /// Which uid holds the explicit session `id`, if any.
     pub fn uid_of_id(&self, id: &str) -> Result<Option<u32>, RegistryError> {
         if !valid_id(id) {
@@ -347,10 +362,7 @@ impl UserSessions {
                 continue;
             }
             let Some(key) = name.strip_suffix(".json") else { continue };
-            let parsed = read_record(&entry.path())
-                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-                .filter(|r| r.uid == self.uid && r.version == RECORD_VERSION);
-            match parsed {
+            match parse_record(&entry.path(), self.uid) {
                 Some(record) => good.push(Entry { key: key.to_string(), record }),
                 None => bad.push(name),
             }
@@ -521,6 +533,14 @@ impl UserSessions {
     }
 }
 
+/// A record of `uid` from a record file, if it is one of ours (readable, this
+/// version, this uid).
+fn parse_record(path: &Path, uid: u32) -> Option<Record> {
+    read_record(path)
+        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+        .filter(|r| r.uid == uid && r.version == RECORD_VERSION)
+}
+
 /// A record file's bytes with one `read` (records are ~150 bytes; anything
 /// that does not fit is not a record of ours and fails to parse).
 fn read_record(path: &Path) -> Option<Vec<u8>> {
@@ -582,6 +602,10 @@ mod tests {
         assert_eq!(s.live().unwrap().len(), 1);
         drop(s);
         assert_eq!(reg.uids().unwrap(), vec![1234]);
+        // peek reads the same records without the lock and changes nothing.
+        assert_eq!(reg.peek(1234).unwrap().len(), 1);
+        assert_eq!(reg.peek(999).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        assert!(!reg.root().join("users/999").exists());
     }
 
     #[test]

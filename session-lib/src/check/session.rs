@@ -1,20 +1,20 @@
 //! session.registered, session.linger, session.bus.
 #![forbid(unsafe_code)]
 
-use std::fs;
 use std::path::PathBuf;
 
 use super::{Context, Status, Verdict, Who};
-use crate::registry::Record;
+use crate::registry::SessionRegistry;
 
 /// Read-only look at the registry (no lock, nothing created): the records
 /// of this uid whose keeper still runs.
 pub(super) fn registered(ctx: &Context) -> Verdict {
-    let dir = ctx.config.state_dir.join("users").join(ctx.uid.to_string());
+    let registry = SessionRegistry::new(&ctx.config.state_dir);
+    let dir = registry.root().join("users").join(ctx.uid.to_string());
     let evidence = format!("{}/*.json, /proc/PID/stat of each keeper", dir.display());
     let expected = "at least one live session record".to_string();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
+    let records = match registry.peek(ctx.uid) {
+        Ok(records) => records,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Verdict::new(Status::Warn, "no sessions recorded for this uid", expected, evidence).fix(
                 Who::Admin,
@@ -25,17 +25,7 @@ pub(super) fn registered(ctx: &Context) -> Verdict {
     };
     let mut live = Vec::new();
     let mut stale = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".json") {
-            continue;
-        }
-        let Some(record) = fs::read(entry.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else {
-            continue;
-        };
-        if record.uid != ctx.uid {
-            continue;
-        }
+    for record in records {
         if record.alive() {
             let holder = match (&record.id, record.pid) {
                 (Some(id), _) => format!("id {id}"),
@@ -143,6 +133,8 @@ mod tests {
 
     #[test]
     fn registry_records() {
+        use crate::registry::Record;
+        use std::fs;
         let t = Fixture::new("reg");
         let mut ctx = t.healthy();
         ctx.config.state_dir = t.root.join("state");
