@@ -252,3 +252,97 @@ pub fn environ_of(pid: u32) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The built `hold-session` driver (tests/src/bin/hold-session.rs).
+pub fn holder_path() -> PathBuf {
+    let p = target_dir().join("hold-session");
+    assert!(p.is_file(), "{} missing: run `cargo build --workspace` before the tests", p.display());
+    p
+}
+
+/// A process holding a PAM session open through libpam (the `hold-session`
+/// driver over session-lib's PAM client). Closed on drop if still open.
+pub struct SessionHolder {
+    pub child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    pub env: Vec<(String, String)>,
+}
+
+impl SessionHolder {
+    /// Start the driver without waiting for its "OPEN" line (to open many at once).
+    pub fn start(service: &str, user: &str) -> SessionHolder {
+        use std::process::Stdio;
+        let mut child = Command::new(holder_path())
+            .args([service, user])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the hold-session driver runs");
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        SessionHolder { child, stdin, stdout, env: Vec::new() }
+    }
+
+    /// Open a session and read its PAM environment; panics if it fails to open.
+    pub fn open(service: &str, user: &str) -> SessionHolder {
+        let mut h = SessionHolder::start(service, user);
+        h.wait_open(user);
+        h
+    }
+
+    /// Read the "OPEN 0" line and the environment after [`start`](Self::start).
+    pub fn wait_open(&mut self, user: &str) {
+        assert_eq!(self.line(), "OPEN 0", "pam_open_session for {user} failed");
+        loop {
+            let line = self.line();
+            if line == "END" || line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once('=').expect("NAME=value");
+            self.env.push((k.to_string(), v.to_string()));
+        }
+    }
+
+    /// The next line the driver printed ("" at EOF).
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Ask for pam_close_session + pam_end without waiting (to close many at once).
+    pub fn request_close(&mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin);
+        }
+    }
+
+    /// Close the session; returns the driver's "CLOSED <rc>".
+    pub fn close(mut self) -> String {
+        self.request_close();
+        let status = self.line();
+        let _ = self.child.wait();
+        status
+    }
+
+    /// SIGKILL the holder between open and close: its record goes stale.
+    pub fn kill(mut self) {
+        self.stdin.take();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for SessionHolder {
+    fn drop(&mut self) {
+        self.request_close();
+        let _ = self.child.wait();
+    }
+}

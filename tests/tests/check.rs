@@ -6,12 +6,11 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use jupyter_session_tests::{PamService, StateDir, TestUser, cli_path, require_root, run, unique};
+use jupyter_session_tests::{PamService, SessionHolder, StateDir, TestUser, cli_path, require_root, run, unique};
 use serde_json::Value;
 
 const SESSION_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -402,72 +401,18 @@ fn a_user_without_subordinate_ids_is_told_how_to_add_them() {
     assert_eq!(r.finding("subid.overlap")["skipped_reason"], "subid.ranges failed");
 }
 
-/// A PAM session held open by libpam through tests/fixtures/hold_session.py.
-struct HeldSession {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    env: Vec<(String, String)>,
-}
-
-impl HeldSession {
-    fn open(service: &str, user: &str) -> HeldSession {
-        let mut child = Command::new("python3")
-            .arg(repo_file("tests/fixtures/hold_session.py"))
-            .args([service, user])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the session holder");
-        let stdin = child.stdin.take();
-        let mut stdout: BufReader<ChildStdout> = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "OPEN 0", "pam_open_session for {user}");
-        let mut env = Vec::new();
-        loop {
-            line.clear();
-            stdout.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l == "END" || l.is_empty() {
-                break;
-            }
-            let (k, v) = l.split_once('=').unwrap();
-            env.push((k.to_string(), v.to_string()));
-        }
-        HeldSession { child, stdin, stdout, env }
-    }
-
-    /// pam_close_session + pam_end; returns the holder's "CLOSED <rc>".
-    fn close(mut self) -> String {
-        drop(self.stdin.take());
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    }
-}
-
-impl Drop for HeldSession {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = writeln!(stdin);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_real_pam_jupyter_session_passes_every_fail_check() {
     if !require_root(
         "a_real_pam_jupyter_session_passes_every_fail_check",
-        &["setpriv", "useradd", "python3", "podman", "newuidmap", "conmon"],
+        &["setpriv", "useradd", "podman", "newuidmap", "conmon"],
     ) {
         return;
     }
     let user = TestUser::create("jsch");
     let state = StateDir::new();
     let svc = PamService::create("jsck", &[&format!("session required @MODULE@ {}", state.arg())]);
-    let session = HeldSession::open(&svc.name, &user.name);
+    let session = SessionHolder::open(&svc.name, &user.name);
     let pam_env = session.env.clone();
     let var = |k: &str| pam_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     assert_eq!(var("XDG_RUNTIME_DIR"), Some(user.runtime_dir().display().to_string()));

@@ -4,14 +4,12 @@
 //! lines. Real users from useradd, the real /run/user.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use jupyter_session_tests::*;
 
 const OBSERVER: &str = "tests/fixtures/observe_session.sh";
-const HOLDER: &str = "tests/fixtures/hold_session.py";
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(rel)
@@ -56,68 +54,6 @@ fn can_wrap(test: &str) -> bool {
         )
 }
 
-/// A process holding a PAM session open through libpam (tests/fixtures/hold_session.py).
-struct Holder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    env: Vec<(String, String)>,
-}
-
-impl Holder {
-    fn open(service: &str, user: &str) -> Holder {
-        let mut h = Holder::start(service, user);
-        let status = h.line();
-        assert_eq!(status, "OPEN 0", "pam_open_session for {user} failed");
-        loop {
-            let line = h.line();
-            if line == "END" {
-                break;
-            }
-            let (k, v) = line.split_once('=').expect("NAME=value");
-            h.env.push((k.to_string(), v.to_string()));
-        }
-        h
-    }
-
-    fn start(service: &str, user: &str) -> Holder {
-        let mut child = Command::new("python3")
-            .arg(fixture(HOLDER))
-            .arg(service)
-            .arg(user)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the session holder");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Holder { child, stdin, stdout, env: Vec::new() }
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim_end().to_string()
-    }
-
-    fn var(&self, name: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Close the session (pam_close_session + pam_end); returns "CLOSED <rc>".
-    fn close(mut self) -> String {
-        writeln!(self.stdin.take().unwrap()).unwrap();
-        let status = self.line();
-        self.child.wait().unwrap();
-        status
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
 /// A service with pam_jupyter (private state dir) and the observer after it.
 fn service(state: &StateDir, extra: &str) -> PamService {
     PamService::create(
@@ -153,14 +89,14 @@ fn open_close_creates_exports_and_removes() {
 
 #[test]
 fn parallel_sessions_share_the_dir_and_the_last_close_removes_it() {
-    if !require_root("parallel_sessions_share_the_dir_and_the_last_close_removes_it", &["python3"]) {
+    if !require_root("parallel_sessions_share_the_dir_and_the_last_close_removes_it", &[]) {
         return;
     }
     let user = TestUser::create("jsb");
     let state = StateDir::new();
     let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
-    let a = Holder::open(&svc.name, &user.name);
-    let b = Holder::open(&svc.name, &user.name);
+    let a = SessionHolder::open(&svc.name, &user.name);
+    let b = SessionHolder::open(&svc.name, &user.name);
     let rt = user.runtime_dir();
     assert_eq!(a.var("XDG_RUNTIME_DIR"), Some(rt.to_str().unwrap()));
     assert_eq!(b.var("XDG_RUNTIME_DIR"), a.var("XDG_RUNTIME_DIR"));
@@ -310,26 +246,26 @@ fn bad_configuration_is_refused_naming_the_key() {
 
 #[test]
 fn killed_host_leaves_a_stale_record_that_the_next_session_reaps() {
-    if !require_root("killed_host_leaves_a_stale_record_that_the_next_session_reaps", &["python3"]) {
+    if !require_root("killed_host_leaves_a_stale_record_that_the_next_session_reaps", &[]) {
         return;
     }
     let user = TestUser::create("jsg");
     let state = StateDir::new();
     let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
-    let killed = Holder::open(&svc.name, &user.name);
+    let killed = SessionHolder::open(&svc.name, &user.name);
     assert_eq!(state.records(user.uid), 1);
     killed.kill();
     // The record is stale now; the dir stays until a session settles it.
     assert!(user.runtime_dir().exists());
     assert_eq!(state.records(user.uid), 1);
-    let next = Holder::open(&svc.name, &user.name);
+    let next = SessionHolder::open(&svc.name, &user.name);
     assert_eq!(state.records(user.uid), 1, "the stale record was reaped by the next open");
     assert_eq!(next.close(), "CLOSED 0");
     assert_eq!(state.records(user.uid), 0);
     assert!(!user.runtime_dir().exists(), "removed at the real last close");
 
     // Killed again, then only `gc` runs: it reaps and removes.
-    Holder::open(&svc.name, &user.name).kill();
+    SessionHolder::open(&svc.name, &user.name).kill();
     let config = PathBuf::from(format!("/run/{}.toml", unique("cfg")));
     std::fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
     let out = run_ok(Command::new(cli_path()).arg("gc").arg("--config").arg(&config));
@@ -341,7 +277,7 @@ fn killed_host_leaves_a_stale_record_that_the_next_session_reaps() {
 
 #[test]
 fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
-    if !require_root("a_running_user_process_keeps_a_used_dir_until_it_ends", &["python3", "setpriv"]) {
+    if !require_root("a_running_user_process_keeps_a_used_dir_until_it_ends", &["setpriv"]) {
         return;
     }
     let user = TestUser::create("jsh");
@@ -356,7 +292,7 @@ fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
     };
     // A process of the user outliving the session that keeps state in the
     // dir (think `podman run -d`: conmon, the container's runtime files).
-    let h = Holder::open(&svc.name, &user.name);
+    let h = SessionHolder::open(&svc.name, &user.name);
     let rt = user.runtime_dir().display().to_string();
     let mut straggler = as_user(&format!("echo $$ > {rt}/conmon.pid && exec sleep 60"));
     while !user.runtime_dir().join("conmon.pid").exists() {
@@ -367,13 +303,13 @@ fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
     straggler.kill().unwrap();
     straggler.wait().unwrap();
     // The next session's close settles it.
-    let h = Holder::open(&svc.name, &user.name);
+    let h = SessionHolder::open(&svc.name, &user.name);
     assert_eq!(h.close(), "CLOSED 0");
     assert!(!user.runtime_dir().exists());
 
     // Kept even while still empty: a server started in the session (sudo's
     // session closes as soon as the server is launched) uses it later.
-    let h = Holder::open(&svc.name, &user.name);
+    let h = SessionHolder::open(&svc.name, &user.name);
     let mut idle = as_user("exec sleep 60");
     while session_lib::procfs::processes_of_uid(user.uid).is_empty() {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -409,22 +345,19 @@ fn torn_or_planted_records_do_not_break_the_user() {
 }
 
 /// Start `n` holders at once (in parallel processes) and wait until all opened.
-fn open_all(service: &str, users: &[&str]) -> Vec<Holder> {
-    let mut starting: Vec<Holder> = users.iter().map(|u| Holder::start(service, u)).collect();
-    for h in &mut starting {
-        assert_eq!(h.line(), "OPEN 0");
-        while h.line() != "END" {}
+fn open_all(service: &str, users: &[&str]) -> Vec<SessionHolder> {
+    let mut starting: Vec<SessionHolder> = users.iter().map(|u| SessionHolder::start(service, u)).collect();
+    for (h, user) in starting.iter_mut().zip(users) {
+        h.wait_open(user);
     }
     starting
 }
 
-fn close_all(holders: Vec<Holder>) {
-    let mut closing = Vec::new();
-    for mut h in holders {
-        writeln!(h.stdin.take().unwrap()).unwrap();
-        closing.push(h);
+fn close_all(mut holders: Vec<SessionHolder>) {
+    for h in &mut holders {
+        h.request_close();
     }
-    for mut h in closing {
+    for mut h in holders {
         assert_eq!(h.line(), "CLOSED 0");
         h.child.wait().unwrap();
     }
@@ -432,7 +365,7 @@ fn close_all(holders: Vec<Holder>) {
 
 #[test]
 fn sixty_four_sessions_of_one_user_in_parallel() {
-    if !require_root("sixty_four_sessions_of_one_user_in_parallel", &["python3"]) {
+    if !require_root("sixty_four_sessions_of_one_user_in_parallel", &[]) {
         return;
     }
     let user = TestUser::create("jsj");
@@ -449,7 +382,7 @@ fn sixty_four_sessions_of_one_user_in_parallel() {
 
 #[test]
 fn thirty_two_users_at_once() {
-    if !require_root("thirty_two_users_at_once", &["python3"]) {
+    if !require_root("thirty_two_users_at_once", &[]) {
         return;
     }
     let users: Vec<TestUser> = (0..32).map(|_| TestUser::create("jsk")).collect();
@@ -476,7 +409,7 @@ fn mount_at(path: &Path) -> Option<String> {
 
 #[test]
 fn per_user_tmpfs_is_mounted_and_unmounted() {
-    if !require_root("per_user_tmpfs_is_mounted_and_unmounted", &["python3"]) {
+    if !require_root("per_user_tmpfs_is_mounted_and_unmounted", &[]) {
         return;
     }
     let user = TestUser::create("jsl");
@@ -485,7 +418,7 @@ fn per_user_tmpfs_is_mounted_and_unmounted() {
         "jst",
         &[&format!("session required @MODULE@ {} tmpfs=true tmpfs_size=8M tmpfs_inodes=1000", state.arg())],
     );
-    let h = Holder::open(&svc.name, &user.name);
+    let h = SessionHolder::open(&svc.name, &user.name);
     let rt = user.runtime_dir();
     let mount = mount_at(&rt).expect("a tmpfs is mounted on the runtime dir");
     assert!(mount.contains(" - tmpfs tmpfs "), "{mount}");
@@ -495,7 +428,7 @@ fn per_user_tmpfs_is_mounted_and_unmounted() {
     assert_eq!(owner_mode(&rt), Some((user.uid, user.gid, 0o700)));
     // The user's files live in the tmpfs and vanish with it.
     std::fs::write(rt.join("state"), "x").unwrap();
-    let second = Holder::open(&svc.name, &user.name);
+    let second = SessionHolder::open(&svc.name, &user.name);
     assert_eq!(mount_at(&rt).map(|_| ()), Some(()), "one mount shared by both sessions");
     assert_eq!(second.close(), "CLOSED 0");
     assert!(rt.join("state").exists());
