@@ -83,7 +83,7 @@ fn main() {
     let n: usize = std::env::var("JS_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let user = TestUser::create("jsbench");
     let state = StateDir::new();
-    let module = format!("session required @MODULE@ {}", state.arg());
+    let module = state.module_line("");
     let module_noscan = format!("{module} keep_while_processes=false");
     // The bare pair, and a JupyterHub-shaped stack (the shipped
     // /etc/pam.d/jupyterhub's session part) with either module in its slot.

@@ -198,6 +198,13 @@ impl PamService {
     }
 }
 
+impl PamService {
+    /// A service whose session stack is only pam_jupyter, with `state`'s dir and `extra` arguments.
+    pub fn with_module(prefix: &str, state: &StateDir, extra: &str) -> PamService {
+        PamService::create(prefix, &[&state.module_line(extra)])
+    }
+}
+
 impl Drop for PamService {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
@@ -215,6 +222,11 @@ impl StateDir {
 
     pub fn arg(&self) -> String {
         format!("state_dir={}", self.0.display())
+    }
+
+    /// `session required @MODULE@ state_dir=<this> <extra>`: pam_jupyter with this state dir.
+    pub fn module_line(&self, extra: &str) -> String {
+        format!("session required @MODULE@ {} {extra}", self.arg()).trim_end().to_string()
     }
 
     /// Number of session records of `uid`.
@@ -334,9 +346,10 @@ impl SessionHolder {
 
     /// SIGKILL the holder between open and close: its record goes stale.
     pub fn kill(mut self) {
-        self.stdin.take();
+        // Kill before stdin closes: EOF on stdin means "close the session".
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.stdin.take();
     }
 }
 

@@ -411,7 +411,7 @@ fn a_real_pam_jupyter_session_passes_every_fail_check() {
     }
     let user = TestUser::create("jsch");
     let state = StateDir::new();
-    let svc = PamService::create("jsck", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jsck", &state, "");
     let session = SessionHolder::open(&svc.name, &user.name);
     let pam_env = session.env.clone();
     let var = |k: &str| pam_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -554,7 +554,7 @@ fn the_keeper_session_passes_and_check_user_predicts_it() {
     }
     let user = TestUser::create("jsce");
     let state = StateDir::new();
-    let svc = PamService::create("jsce", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jsce", &state, "");
     // What a spawner runs: the keeper, with an empty environment, running
     // the check as the user inside the session it keeps.
     let out = run(Command::new(cli_path())

@@ -214,10 +214,7 @@ fn refused_accounts_and_failed_open_leave_nothing() {
     with_passwd_lock(Command::new("usermod").args(["--expiredate", "", &u.name]));
 
     // An account stack that denies.
-    let deny = PamService::create(
-        "jsk",
-        &["account required pam_deny.so", &format!("session required @MODULE@ {}", state.arg())],
-    );
+    let deny = PamService::create("jsk", &["account required pam_deny.so", &state.module_line("")]);
     let o = run(&mut keeper(&deny, &u.name, &["sh", "-c", &touch]));
     let err = text(&o).1;
     assert_eq!(o.status.code(), Some(125), "{err}");
@@ -411,11 +408,7 @@ fn pam_context_messages_env_and_drop_closes() {
     let state = StateDir::new();
     let svc = PamService::create(
         "jsk",
-        &[
-            "account required pam_permit.so",
-            "session optional pam_echo.so hello from pam_echo",
-            &format!("session required @MODULE@ {}", state.arg()),
-        ],
+        &["account required pam_permit.so", "session optional pam_echo.so hello from pam_echo", &state.module_line("")],
     );
     let u = TestUser::create("jsk");
     let seen: Arc<Mutex<Vec<(MessageKind, String)>>> = Arc::default();

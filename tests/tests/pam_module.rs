@@ -58,10 +58,7 @@ fn can_wrap(test: &str) -> bool {
 fn service(state: &StateDir, extra: &str) -> PamService {
     PamService::create(
         "jst",
-        &[
-            &format!("session required @MODULE@ {} {extra}", state.arg()),
-            &format!("session optional pam_exec.so stdout {}", fixture(OBSERVER).display()),
-        ],
+        &[&state.module_line(extra), &format!("session optional pam_exec.so stdout {}", fixture(OBSERVER).display())],
     )
 }
 
@@ -94,7 +91,7 @@ fn parallel_sessions_share_the_dir_and_the_last_close_removes_it() {
     }
     let user = TestUser::create("jsb");
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     let a = SessionHolder::open(&svc.name, &user.name);
     let b = SessionHolder::open(&svc.name, &user.name);
     let rt = user.runtime_dir();
@@ -251,7 +248,7 @@ fn killed_host_leaves_a_stale_record_that_the_next_session_reaps() {
     }
     let user = TestUser::create("jsg");
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     let killed = SessionHolder::open(&svc.name, &user.name);
     assert_eq!(state.records(user.uid), 1);
     killed.kill();
@@ -282,7 +279,7 @@ fn a_running_user_process_keeps_a_used_dir_until_it_ends() {
     }
     let user = TestUser::create("jsh");
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     let as_user = |script: &str| {
         let (uid, gid) = (user.uid.to_string(), user.gid.to_string());
         Command::new("setpriv")
@@ -333,7 +330,7 @@ fn torn_or_planted_records_do_not_break_the_user() {
     }
     let user = TestUser::create("jsi");
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     run_ok(Command::new("pamtester").args([&svc.name, &user.name, "open_session"]));
     let dir = state.0.join("users").join(user.uid.to_string());
     std::fs::write(dir.join("p1-2-0.json"), "{\"version\":1,\"ui").unwrap();
@@ -370,7 +367,7 @@ fn sixty_four_sessions_of_one_user_in_parallel() {
     }
     let user = TestUser::create("jsj");
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     let names = vec![user.name.as_str(); 64];
     let holders = open_all(&svc.name, &names);
     assert_eq!(state.records(user.uid), 64);
@@ -387,7 +384,7 @@ fn thirty_two_users_at_once() {
     }
     let users: Vec<TestUser> = (0..32).map(|_| TestUser::create("jsk")).collect();
     let state = StateDir::new();
-    let svc = PamService::create("jst", &[&format!("session required @MODULE@ {}", state.arg())]);
+    let svc = PamService::with_module("jst", &state, "");
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
     let holders = open_all(&svc.name, &names);
     for u in &users {
@@ -414,10 +411,7 @@ fn per_user_tmpfs_is_mounted_and_unmounted() {
     }
     let user = TestUser::create("jsl");
     let state = StateDir::new();
-    let svc = PamService::create(
-        "jst",
-        &[&format!("session required @MODULE@ {} tmpfs=true tmpfs_size=8M tmpfs_inodes=1000", state.arg())],
-    );
+    let svc = PamService::with_module("jst", &state, "tmpfs=true tmpfs_size=8M tmpfs_inodes=1000");
     let h = SessionHolder::open(&svc.name, &user.name);
     let rt = user.runtime_dir();
     let mount = mount_at(&rt).expect("a tmpfs is mounted on the runtime dir");
