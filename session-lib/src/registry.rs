@@ -22,7 +22,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -551,14 +551,15 @@ fn read_record(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// The owner and mode of a path, for tests and diagnostics.
-pub fn owner_and_mode(path: &Path) -> Option<(u32, u32)> {
-    fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.mode() & 0o7777))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owner_and_mode(path: &Path) -> Option<(u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.mode() & 0o7777))
+    }
 
     struct Tmp(PathBuf);
     impl Drop for Tmp {
