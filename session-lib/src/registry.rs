@@ -551,7 +551,6 @@ fn read_record(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
