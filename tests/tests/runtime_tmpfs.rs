@@ -89,7 +89,7 @@ fn a_host_in_its_own_mount_namespace_mounts_where_everyone_sees_it() {
     for propagation in ["private", "slave"] {
         let user = TestUser::create("jsn");
         let state = StateDir::new();
-        let svc = PamService::with_module("jst", &state, "tmpfs_size=8M tmpfs_inodes=1000");
+        let svc = PamService::with_module("jst", &state, "tmpfs=true tmpfs_size=8M tmpfs_inodes=1000");
         let flag = format!("--propagation={propagation}");
         let mut h = SessionHolder::start_under(&["unshare", "-m", &flag], &svc.name, &user.name);
         h.wait_open(&user.name);
@@ -168,7 +168,7 @@ fn a_mount_refused_for_lack_of_privilege_falls_back_with_a_warning() {
         ("its own namespace", &own_ns[..], "may not enter pid 1's (setns: Operation not permitted)"),
     ] {
         // No `debug`: the warning must show without it.
-        let (ok, log) = wrapped(wrapper, &state.arg(), &user.name);
+        let (ok, log) = wrapped(wrapper, &format!("{} tmpfs=true", state.arg()), &user.name);
         assert!(ok, "{what}: {log}");
         let warning =
             log.lines().find(|l| l.contains(expect)).unwrap_or_else(|| panic!("{what}: no fallback line: {log}"));
@@ -180,4 +180,39 @@ fn a_mount_refused_for_lack_of_privilege_falls_back_with_a_warning() {
         );
         assert!(!rt.exists(), "{what}: the plain dir is removed at the close");
     }
+}
+
+#[test]
+fn a_bad_mount_option_refuses_the_dir_instead_of_falling_back() {
+    use session_lib::config::Config;
+    use session_lib::runtime_dir::{RuntimeDirError, RuntimeDirs};
+    use session_lib::selinux::Labeler;
+    if !require_root("a_bad_mount_option_refuses_the_dir_instead_of_falling_back", &[]) {
+        return;
+    }
+    if session_lib::selinux::enabled() {
+        eprintln!("SKIPPED a_bad_mount_option_refuses_the_dir_instead_of_falling_back: needs a kernel without SELinux");
+        return;
+    }
+    // A label from file contexts makes the module pass rootcontext=, which
+    // tmpfs refuses (EINVAL) on a kernel without SELinux: a bad option.
+    let root = PathBuf::from(format!("/run/{}", unique("badopt")));
+    std::fs::create_dir(&root).unwrap();
+    let fc = root.join("file_contexts");
+    std::fs::write(&fc, format!("{}/user/[0-9]+\t-d\tsystem_u:object_r:user_runtime_t:s0\n", root.display())).unwrap();
+    let config = Config { runtime_dir_parent: root.join("user"), tmpfs: true, ..Config::default() };
+    let dirs = RuntimeDirs::new(&config).with_selinux_labels(Labeler::with_file_contexts(&fc));
+    let outcome = dirs.ensure(54329, 54329);
+    let left = dirs.path_for(54329).exists();
+    if let Ok(p) = &outcome
+        && let Some(c) = p.created
+    {
+        let _ = dirs.remove(54329, &c);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+    let err = outcome.expect_err("a mount option tmpfs refuses must refuse the dir, not fall back");
+    assert!(matches!(err, RuntimeDirError::Mount { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("rootcontext=") && msg.contains("Invalid argument") && msg.contains("tmpfs = false"), "{msg}");
+    assert!(!left, "nothing left behind");
 }
