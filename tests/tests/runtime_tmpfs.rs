@@ -216,3 +216,40 @@ fn a_bad_mount_option_refuses_the_dir_instead_of_falling_back() {
     assert!(msg.contains("rootcontext=") && msg.contains("Invalid argument") && msg.contains("tmpfs = false"), "{msg}");
     assert!(!left, "nothing left behind");
 }
+
+#[test]
+fn gc_after_a_killed_private_namespace_host_unmounts_everywhere() {
+    if !require_root("gc_after_a_killed_private_namespace_host_unmounts_everywhere", &["unshare", "nsenter"]) {
+        return;
+    }
+    let user = TestUser::create("jsg");
+    let state = StateDir::new();
+    let svc = PamService::with_module("jst", &state, "tmpfs=true tmpfs_size=8M");
+    let config = PathBuf::from(format!("/run/{}.toml", unique("cfg")));
+    std::fs::write(&config, format!("state_dir = \"{}\"\ntmpfs = true\n", state.0.display())).unwrap();
+    let mut h = SessionHolder::start_under(&["unshare", "-m", "--propagation=private"], &svc.name, &user.name);
+    h.wait_open(&user.name);
+    let host = h.child.id().to_string();
+    let rt = user.runtime_dir();
+    let mut witness =
+        Command::new("nsenter").args(["-t", &host, "-m", "--", "sleep", "60"]).spawn().expect("nsenter runs");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let witness_pid = witness.id().to_string();
+    assert_eq!(mounts_at("self", &rt).len(), 1, "mounted in pid 1's namespace");
+    assert_eq!(mounts_at(&witness_pid, &rt).len(), 1, "and in the host's");
+    // The host dies without closing: its record goes stale, the host's
+    // namespace lives on (the witness).
+    h.kill();
+    let gc = run(Command::new(cli_path()).args(["gc", "--config"]).arg(&config));
+    let gc_text = format!("{}{}", String::from_utf8_lossy(&gc.stdout), String::from_utf8_lossy(&gc.stderr));
+    let left_here = mounts_at("self", &rt);
+    let left_there = mounts_at(&witness_pid, &rt);
+    let _ = witness.kill();
+    let _ = witness.wait();
+    let _ = std::fs::remove_file(&config);
+    assert!(gc.status.success(), "{gc_text}");
+    assert!(left_here.is_empty(), "gc unmounted it in pid 1's namespace: {left_here:?}\n{gc_text}");
+    assert!(left_there.is_empty(), "and in the dead host's namespace: {left_there:?}\n{gc_text}");
+    assert!(!rt.exists(), "{gc_text}");
+    assert_eq!(state.records(user.uid), 0);
+}
