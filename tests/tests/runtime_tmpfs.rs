@@ -253,3 +253,28 @@ fn gc_after_a_killed_private_namespace_host_unmounts_everywhere() {
     assert!(!rt.exists(), "{gc_text}");
     assert_eq!(state.records(user.uid), 0);
 }
+
+#[test]
+fn a_host_with_its_own_run_user_is_refused_not_given_a_private_tmpfs() {
+    if !require_root("a_host_with_its_own_run_user_is_refused_not_given_a_private_tmpfs", &["pamtester", "unshare"]) {
+        return;
+    }
+    let user = TestUser::create("jsr");
+    let state = StateDir::new();
+    // The host's namespace has its own /run/user (like TemporaryFileSystem=):
+    // the dir it creates does not exist in pid 1's namespace.
+    let own_run_user = [
+        "unshare",
+        "-m",
+        "--propagation=private",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o mode=0755 tmpfs /run/user && exec \"$0\" \"$@\"",
+    ];
+    let (ok, log) = wrapped(&own_run_user, &format!("{} tmpfs=true", state.arg()), &user.name);
+    assert!(!ok, "{log}");
+    assert!(log.contains("is not the directory this PAM host created") && log.contains("tmpfs = false"), "{log}");
+    assert!(mounts_at("self", &user.runtime_dir()).is_empty());
+    assert!(!user.runtime_dir().exists());
+    assert_eq!(state.records(user.uid), 0, "nothing registered");
+}
