@@ -102,6 +102,9 @@ pub fn open(args: OpenArgs) -> i32 {
     }
     match sessions.open(&user, &args.service, Holder::Id(args.id.clone())) {
         Ok(opened) => {
+            for warning in &opened.warnings {
+                eprintln!("jupyter-session: warning: {warning}");
+            }
             if args.print_env {
                 for (name, value) in &opened.env {
                     println!("export {name}={}", shell_quote(value));

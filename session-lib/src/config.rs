@@ -71,7 +71,7 @@ impl Default for Config {
             runtime_dir_parent: PathBuf::from("/run/user"),
             state_dir: PathBuf::from("/run/jupyter-session"),
             min_uid: 1000,
-            tmpfs: false,
+            tmpfs: true,
             tmpfs_size: TmpfsSize::Percent(10),
             tmpfs_inodes: 400_000,
             remove_on_last_close: true,
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/run/jupyter-session"));
         assert_eq!(c.min_uid, 1000);
         assert_eq!(c.loginuid, LoginuidPolicy::Auto);
-        assert!(c.remove_on_last_close && c.keep_while_processes && !c.tmpfs);
+        assert!(c.remove_on_last_close && c.keep_while_processes && c.tmpfs);
         assert_eq!(c.path, DEFAULT_PATH);
     }
 

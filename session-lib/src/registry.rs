@@ -659,7 +659,7 @@ mod tests {
         let (_t, reg) = registry("marker");
         let s = reg.lock_user(7).unwrap();
         assert_eq!(s.runtime_dir_marker(), None);
-        let c = Created { dev: 1, ino: 2, tmpfs: false };
+        let c = Created::plain(1, 2);
         s.set_runtime_dir_marker(Some(&c)).unwrap();
         assert_eq!(s.runtime_dir_marker(), Some(c));
         s.set_runtime_dir_marker(None).unwrap();

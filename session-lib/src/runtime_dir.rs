@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -33,14 +33,54 @@ const MAX_DEPTH: usize = 64;
 pub struct Created {
     pub dev: u64,
     pub ino: u64,
-    /// We mounted a tmpfs on it.
+    /// We mounted a tmpfs on it; (`dev`, `ino`) are its root's.
     pub tmpfs: bool,
+    /// For a tmpfs: where it went. `None` in records written before this
+    /// was kept (and for plain dirs).
+    pub mount: Option<TmpfsMount>,
+}
+
+/// Where a per-user tmpfs was mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// (dev, ino) of the directory under the tmpfs.
+    pub dir: (u64, u64),
+    pub ns: MountNs,
+}
+
+/// The mount namespace(s) holding a per-user tmpfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountNs {
+    /// pid 1's (the opening host shared it, or receives its mounts).
+    Pid1,
+    /// pid 1's and a clone in the opening host's own namespace (its inode).
+    Pid1And(u64),
+    /// The opening host's only; whether that is pid 1's was not known.
+    Local,
 }
 
 impl Created {
-    /// The one-line form stored in the registry: `dev ino plain|tmpfs`.
+    /// A plain directory (no tmpfs).
+    pub fn plain(dev: u64, ino: u64) -> Created {
+        Created { dev, ino, tmpfs: false, mount: None }
+    }
+
+    /// The one-line form stored in the registry: `dev ino plain`, or
+    /// `dev ino tmpfs DIRDEV DIRINO NS` with NS `pid1`, `pid1+mnt:INO` or
+    /// `local` (`dev ino tmpfs` alone in older records).
     pub fn encode(&self) -> String {
-        format!("{} {} {}\n", self.dev, self.ino, if self.tmpfs { "tmpfs" } else { "plain" })
+        match (self.tmpfs, &self.mount) {
+            (false, _) => format!("{} {} plain\n", self.dev, self.ino),
+            (true, None) => format!("{} {} tmpfs\n", self.dev, self.ino),
+            (true, Some(m)) => {
+                let ns = match m.ns {
+                    MountNs::Pid1 => "pid1".to_string(),
+                    MountNs::Pid1And(ino) => format!("pid1+mnt:{ino}"),
+                    MountNs::Local => "local".to_string(),
+                };
+                format!("{} {} tmpfs {} {} {ns}\n", self.dev, self.ino, m.dir.0, m.dir.1)
+            }
+        }
     }
 
     pub fn decode(text: &str) -> Option<Created> {
@@ -52,7 +92,20 @@ impl Created {
             "plain" => false,
             _ => return None,
         };
-        it.next().is_none().then_some(Created { dev, ino, tmpfs })
+        let mount = match (tmpfs, it.next()) {
+            (_, None) => None,
+            (false, Some(_)) => return None,
+            (true, Some(dir_dev)) => {
+                let dir = (dir_dev.parse().ok()?, it.next()?.parse().ok()?);
+                let ns = match it.next()? {
+                    "pid1" => MountNs::Pid1,
+                    "local" => MountNs::Local,
+                    other => MountNs::Pid1And(other.strip_prefix("pid1+mnt:")?.parse().ok()?),
+                };
+                Some(TmpfsMount { dir, ns })
+            }
+        };
+        it.next().is_none().then_some(Created { dev, ino, tmpfs, mount })
     }
 }
 
@@ -64,8 +117,11 @@ pub struct Prepared {
     pub created: Option<Created>,
     /// An fd on the validated directory.
     pub fd: OwnedFd,
-    /// Things worth a log line (a refused tmpfs mount, a mode tightened).
+    /// Things worth a debug log line (a mode tightened).
     pub notes: Vec<String>,
+    /// Things worth a warning (a tmpfs refused for lack of privilege: a
+    /// plain directory without a size limit is used instead).
+    pub warnings: Vec<String>,
 }
 
 /// What [`RuntimeDirs::remove`] did.
@@ -91,6 +147,8 @@ pub enum RuntimeDirError {
     WrongOwner { path: PathBuf, owner: u32, uid: u32 },
     /// A system call failed.
     Io { path: PathBuf, op: &'static str, errno: Errno },
+    /// The per-user tmpfs could not be mounted (not for lack of privilege).
+    Mount { path: PathBuf, reason: String },
 }
 
 impl fmt::Display for RuntimeDirError {
@@ -114,6 +172,7 @@ impl fmt::Display for RuntimeDirError {
             RuntimeDirError::Io { path, op, errno } => {
                 write!(f, "{op} {} failed: {}", path.display(), errno.desc())
             }
+            RuntimeDirError::Mount { reason, .. } => f.write_str(reason),
         }
     }
 }
@@ -194,16 +253,17 @@ impl RuntimeDirs {
                 fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("fchmod", e))?;
                 notes.push(format!("{} had mode {:04o}; set it to 0700", path.display(), st.st_mode & 0o7777));
             }
-            return Ok(Prepared { path, created: None, fd, notes });
+            return Ok(Prepared { path, created: None, fd, notes, warnings: Vec::new() });
         }
 
         // We made it a moment ago in a parent only root can write to.
-        let result = self.finish_new_dir(&parent, &name, &path, fd, st, uid, gid, &mut notes);
+        let mut warnings = Vec::new();
+        let result = self.finish_new_dir(&parent, &name, &path, fd, st, uid, gid, &mut notes, &mut warnings);
         if result.is_err() {
             // Leave nothing half-made behind.
             let _ = unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir);
         }
-        result.map(|(fd, created)| Prepared { path, created: Some(created), fd, notes })
+        result.map(|(fd, created)| Prepared { path, created: Some(created), fd, notes, warnings })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -217,6 +277,7 @@ impl RuntimeDirs {
         uid: u32,
         gid: u32,
         notes: &mut Vec<String>,
+        warnings: &mut Vec<String>,
     ) -> Result<(OwnedFd, Created), RuntimeDirError> {
         let io = |op, errno| RuntimeDirError::Io { path: path.to_path_buf(), op, errno };
         // SELinux: the label the policy gives this path (None when disabled).
@@ -225,21 +286,16 @@ impl RuntimeDirs {
             None
         });
         if let Some(tmpfs) = &self.tmpfs {
-            match mount_tmpfs(&fd, tmpfs, uid, gid, label.as_deref()) {
-                Ok(()) => {
-                    let root = open_dir_nofollow(parent, name, path)?;
-                    let rst = fstat(&root).map_err(|e| io("fstat", e))?;
-                    if rst.st_dev == st.st_dev || rst.st_uid != uid {
-                        return Err(io("verify tmpfs on", Errno::EIO));
-                    }
-                    let created = Created { dev: rst.st_dev, ino: rst.st_ino, tmpfs: true };
-                    return Ok((root, created));
+            let dir = (st.st_dev, st.st_ino);
+            match crate::tmpfs::mount(parent, name, path, &fd, dir, tmpfs, uid, gid, label.as_deref()) {
+                Ok(mounted) => {
+                    warnings.extend(mounted.warnings);
+                    return Ok((mounted.root, mounted.created));
                 }
-                Err(e) => notes.push(format!(
-                    "mounting a tmpfs on {} was refused ({}); using a plain directory",
-                    path.display(),
-                    e.desc()
-                )),
+                Err(crate::tmpfs::MountError::NoPrivilege(why)) => warnings.push(why),
+                Err(crate::tmpfs::MountError::Failed(reason)) => {
+                    return Err(RuntimeDirError::Mount { path: path.to_path_buf(), reason });
+                }
             }
         }
         fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| io("fchown", e))?;
@@ -247,7 +303,7 @@ impl RuntimeDirs {
         if let Some(Err(e)) = label.as_deref().map(|l| self.selinux.apply(&fd, path, l)) {
             notes.push(e.to_string());
         }
-        Ok((fd, Created { dev: st.st_dev, ino: st.st_ino, tmpfs: false }))
+        Ok((fd, Created::plain(st.st_dev, st.st_ino)))
     }
 
     /// Remove the runtime dir of `uid` if it is still the one we created.
@@ -260,6 +316,9 @@ impl RuntimeDirs {
             Err(RuntimeDirError::Io { errno: Errno::ENOENT, .. }) => return Ok(Removal::AlreadyGone),
             Err(e) => return Err(e),
         };
+        if created.tmpfs {
+            return crate::tmpfs::remove(&parent, &name, &path, created);
+        }
         let fd = match open_dir_nofollow(&parent, &name, &path) {
             Ok(fd) => fd,
             Err(RuntimeDirError::Io { errno: Errno::ENOENT, .. }) => return Ok(Removal::AlreadyGone),
@@ -270,11 +329,7 @@ impl RuntimeDirs {
         if (st.st_dev, st.st_ino) != (created.dev, created.ino) {
             return Ok(Removal::NotOurs);
         }
-        if created.tmpfs {
-            nix::mount::umount2(fd_path(&fd).as_str(), nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| io("umount", e))?;
-            drop(fd);
-        } else if let Err(reason) = clear_dir(&fd, st.st_dev, 0) {
+        if let Err(reason) = clear_dir(&fd, st.st_dev, 0) {
             return Ok(Removal::LeftInPlace(reason));
         }
         match unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir) {
@@ -332,7 +387,7 @@ fn dir_flags() -> OFlag {
 
 /// `openat(parent, name, O_DIRECTORY|O_NOFOLLOW)`, telling a symlink or a
 /// file apart from other failures.
-fn open_dir_nofollow(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, RuntimeDirError> {
+pub(crate) fn open_dir_nofollow(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, RuntimeDirError> {
     match openat(parent, name, dir_flags(), Mode::empty()) {
         Ok(fd) => Ok(fd),
         // Linux says ENOTDIR, not ELOOP, for a symlink under O_DIRECTORY.
@@ -360,25 +415,6 @@ fn kind_of(st: &FileStat) -> &'static str {
 
 fn is_dir(st: &FileStat) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
-}
-
-/// The magic-link path of an fd, for the calls (mount, umount) that take
-/// only paths: resolving it cannot be redirected by a symlink swap.
-fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
-}
-
-fn mount_tmpfs(fd: &OwnedFd, opts: &TmpfsOptions, uid: u32, gid: u32, label: Option<&str>) -> Result<(), Errno> {
-    use nix::mount::{MsFlags, mount};
-    let mut data = format!("mode=0700,uid={uid},gid={gid},size={},nr_inodes={}", opts.size, opts.inodes);
-    data.extend(label.and_then(crate::selinux::rootcontext_option));
-    mount(
-        Some("tmpfs"),
-        fd_path(fd).as_str(),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
 }
 
 /// Empty a directory through fds: no symlink is followed, no mount crossed.
@@ -455,7 +491,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let config = Config { runtime_dir_parent: dir.join("user"), ..Config::default() };
+        // Plain directories: these tests are about plain-dir behaviour.
+        let config = Config { runtime_dir_parent: dir.join("user"), tmpfs: false, ..Config::default() };
         let dirs = RuntimeDirs::new(&config).with_trusted_owner(me);
         let (uid, gid) = if me == 0 { (54321, 54321) } else { (me, nix::unistd::getegid().as_raw()) };
         Root { dir, dirs, uid, gid }
@@ -604,8 +641,17 @@ mod tests {
 
     #[test]
     fn created_round_trips() {
-        let c = Created { dev: 2049, ino: 77, tmpfs: true };
+        let c = Created { dev: 2049, ino: 77, tmpfs: true, mount: None };
         assert_eq!(Created::decode(&c.encode()), Some(c));
+        assert_eq!(Created::decode("2049 77 tmpfs\n"), Some(c), "records before the namespace was kept");
+        assert_eq!(Created::decode(&Created::plain(1, 2).encode()), Some(Created::plain(1, 2)));
+        for ns in [MountNs::Pid1, MountNs::Pid1And(4026532281), MountNs::Local] {
+            let c = Created { mount: Some(TmpfsMount { dir: (2049, 12), ns }), ..c };
+            assert_eq!(Created::decode(&c.encode()), Some(c), "{}", c.encode());
+        }
+        assert_eq!(Created::decode("1 2 tmpfs 3 4 pid1+mnt:x"), None);
+        assert_eq!(Created::decode("1 2 tmpfs 3 4"), None);
+        assert_eq!(Created::decode("1 2 plain 3 4 pid1"), None);
         assert_eq!(Created::decode("1 2 weird"), None);
         assert_eq!(Created::decode("1 2 plain extra"), None);
     }

@@ -96,6 +96,8 @@ pub struct Opened {
     pub env: Vec<(String, String)>,
     /// Log-worthy details (dir created, stale records reaped...).
     pub notes: Vec<String>,
+    /// Worth a warning whatever `debug` says (a tmpfs refused: plain dir).
+    pub warnings: Vec<String>,
 }
 
 /// What happened to the runtime dir when a session closed.
@@ -178,7 +180,7 @@ impl Sessions {
             }
         };
         let env = session_env(&self.config, Some(&prepared.path));
-        Ok(Opened { key, runtime_dir: prepared.path, env, notes })
+        Ok(Opened { key, runtime_dir: prepared.path, env, notes, warnings: prepared.warnings })
     }
 
     /// Close the session kept by `process` (`key` if the handle remembers
@@ -378,6 +380,9 @@ pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome 
         }
     };
     host.remember_key(&opened.key);
+    for warning in &opened.warnings {
+        host.log(LogLevel::Warning, warning);
+    }
     if config.debug {
         for note in &opened.notes {
             host.log(LogLevel::Debug, note);

@@ -8,7 +8,9 @@
 //!   cargo bench -p jupyter-session-tests --bench pam_roundtrip
 //! `JS_BENCH_N` sets the round trips per stack (default 1000). The "no /proc
 //! scan" row runs with keep_while_processes=false, to show what the
-//! last-close scan for the user's processes costs on this machine.
+//! last-close scan for the user's processes costs on this machine; the
+//! "plain dir" row with tmpfs=false, to show what mounting and unmounting
+//! the per-user tmpfs (the default) costs.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -85,6 +87,7 @@ fn main() {
     let state = StateDir::new();
     let module = state.module_line("");
     let module_noscan = format!("{module} keep_while_processes=false");
+    let module_plain = format!("{module} tmpfs=false");
     // The bare pair, and a JupyterHub-shaped stack (the shipped
     // /etc/pam.d/jupyterhub's session part) with either module in its slot.
     let realistic = |slot: &str| {
@@ -107,6 +110,11 @@ fn main() {
             "bare, no /proc scan",
             PamService::create("jsbp", &["session required pam_permit.so"]),
             PamService::create("jsbj", &[module_noscan.as_str()]),
+        ),
+        (
+            "bare, plain dir",
+            PamService::create("jsbp", &["session required pam_permit.so"]),
+            PamService::create("jsbj", &[module_plain.as_str()]),
         ),
         (
             "jupyterhub-shaped stack",

@@ -31,6 +31,8 @@ fn main() {
         runtime_dir_parent: root.join("run/user"),
         state_dir: root.join("state"),
         keep_while_processes: false,
+        // The registry's cost, not mount(2)'s.
+        tmpfs: false,
         ..Config::default()
     };
     let sessions = Sessions::new(&config).with_trusted_owner(me);

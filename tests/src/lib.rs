@@ -284,8 +284,24 @@ pub struct SessionHolder {
 impl SessionHolder {
     /// Start the driver without waiting for its "OPEN" line (to open many at once).
     pub fn start(service: &str, user: &str) -> SessionHolder {
+        SessionHolder::start_under(&[], service, user)
+    }
+
+    /// Like [`start`](Self::start), with the driver run by `wrapper`
+    /// (e.g. `["unshare", "-m"]`; empty: run it directly). The wrapper must
+    /// exec the driver, so that the child is the PAM host.
+    pub fn start_under(wrapper: &[&str], service: &str, user: &str) -> SessionHolder {
         use std::process::Stdio;
-        let mut child = Command::new(holder_path())
+        let holder = holder_path();
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&holder);
+                c
+            }
+            None => Command::new(&holder),
+        };
+        let mut child = command
             .args([service, user])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -167,7 +167,8 @@ fn runtime_dir_parent_is_created_or_refused() {
     let root = PathBuf::from(format!("/run/{}", unique("rt")));
     std::fs::create_dir(&root).unwrap();
     let parent = root.join("user");
-    let args = format!("{} runtime_dir_parent={}", state.arg(), parent.display());
+    // Plain dirs: the sessions are left open and the tree removed by path.
+    let args = format!("{} runtime_dir_parent={} tmpfs=false", state.arg(), parent.display());
 
     // Missing: created root:root 0755.
     let (ok, log) = wrapped(&args, &user.name, &["open_session"]);

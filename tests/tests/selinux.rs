@@ -486,7 +486,8 @@ fn runtime_dir_created_by_session_lib_carries_the_policy_label(p: &Linked) {
     let expected = dir_label_in(&fc, Path::new("/run/user/1234")).unwrap().unwrap();
     // A uid no account has, so that no real session is touched.
     let uid = 3_900_000_000 + std::process::id() % 1_000_000;
-    let config = Config::default();
+    // A plain dir, labelled through its fd (no tmpfs: rootcontext= needs an SELinux kernel).
+    let config = Config { tmpfs: false, ..Config::default() };
     let dirs = RuntimeDirs::new(&config).with_selinux_labels(Labeler::with_file_contexts(&fc));
     let path = dirs.path_for(uid);
     assert!(!path.exists(), "{} exists already", path.display());

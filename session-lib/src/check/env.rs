@@ -206,6 +206,23 @@ pub(super) fn runtime_dir_fs(ctx: &Context) -> Verdict {
         }
         Err(e) => problems.push(format!("statfs failed: {}", e.desc())),
     }
+    // With `tmpfs = true` the dir is its own tmpfs (ours or logind's): on
+    // the same device as its parent it is a plain dir, the fallback taken
+    // when mounting was refused for lack of privilege.
+    if ctx.config.tmpfs
+        && dir == want
+        && let (Ok(meta), Some(Ok(up))) = (fs::metadata(&dir), dir.parent().map(fs::metadata))
+        && meta.dev() == up.dev()
+    {
+        problems.push(format!(
+            "a plain directory on {}'s filesystem, not a per-user tmpfs (tmpfs = true: pam_jupyter fell back, see its warning in the auth log); it has no size limit of its own",
+            ctx.config.runtime_dir_parent.display()
+        ));
+        fix.get_or_insert((
+            Who::Admin,
+            "give the PAM host CAP_SYS_ADMIN (README: Troubleshooting, \"The runtime dir is a plain directory\"), or set `tmpfs = false` to make plain dirs the explicit choice".into(),
+        ));
+    }
     if let Ok(meta) = fs::metadata(&dir)
         && !ctx.may(&meta, W | X)
     {
@@ -364,6 +381,14 @@ mod tests {
         if fs_v.status == Status::Warn {
             assert!(fs_v.observed.contains("tmpfs"), "{fs_v:?}");
         }
+        // tmpfs = true (the default) but a plain dir: the fallback is reported.
+        assert!(ctx.config.tmpfs);
+        assert_eq!(fs_v.status, Status::Warn);
+        assert!(fs_v.observed.contains("not a per-user tmpfs"), "{fs_v:?}");
+        assert!(fs_v.fix.as_ref().is_some_and(|f| f.who == Who::Admin), "{fs_v:?}");
+        let mut plain = t.healthy();
+        plain.config.tmpfs = false;
+        assert!(!runtime_dir_fs(&plain).observed.contains("not a per-user tmpfs"));
 
         let mut unset = t.healthy();
         unset.env.remove("XDG_RUNTIME_DIR");
