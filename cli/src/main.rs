@@ -32,8 +32,21 @@ enum Command {
     Gc(manage::GcArgs),
 }
 
+/// Usage errors exit 125, like every other failure of jupyter-session
+/// itself (clap's own 2 is a status the keeper's CMD or `check` may give).
+const EXIT_USAGE: i32 = session_lib::keeper::EXIT_KEEPER_FAILED;
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            // Help and --version go to stdout, errors (with usage and a
+            // pointer to --help) to stderr.
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.command {
         Command::Exec(args) => exec::run(args),
         Command::Check(args) => check::run(args),

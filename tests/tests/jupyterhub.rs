@@ -23,7 +23,7 @@ use jupyter_session_tests::hub::{
     self, Hub, Installed, env_var, free_port, is_command, live_processes, set_mode, status_field, wait_until,
 };
 use jupyter_session_tests::{
-    PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
+    PamService, StateDir, TestUser, cli_path, environ_of, keeper_cmd, owner_mode, require_root, run, run_ok, unique,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -258,8 +258,7 @@ fn hub_dir(name: &str, mode: u32) -> PathBuf {
 
 /// `jupyter-session exec` must be the real keeper for the SessionSpawner test to mean anything.
 fn keeper_is_built(user: &TestUser, service: &str) {
-    let out =
-        run(Command::new(cli_path()).args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
+    let out = run(keeper_cmd().args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
     assert!(
         out.status.success(),
         "`jupyter-session exec` does not work yet ({}): {}\nThe SessionSpawner recipe needs the keeper.",
