@@ -34,7 +34,7 @@ enum Command {
 
 /// Usage errors exit 125, like every other failure of jupyter-session
 /// itself (clap's own 2 is a status the keeper's CMD or `check` may give).
-const EXIT_USAGE: i32 = session_lib::keeper::EXIT_KEEPER_FAILED;
+const EXIT_USAGE: i32 = session_lib::exit_code::FAILED;
 
 fn main() {
     let cli = match Cli::try_parse() {

@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod config;
+pub mod exit_code;
 pub(crate) mod ffi;
 pub mod keeper;
 pub mod loginuid;

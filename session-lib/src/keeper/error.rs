@@ -11,11 +11,11 @@ use crate::user::UserError;
 
 /// Exit status when the keeper itself failed, usage errors included (the
 /// `env`/`runuser` rule): a spawner can tell it from CMD's own status.
-pub const EXIT_KEEPER_FAILED: i32 = 125;
+pub const EXIT_KEEPER_FAILED: i32 = crate::exit_code::FAILED;
 /// The command exists but cannot be executed.
-pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+pub const EXIT_CANNOT_EXECUTE: i32 = crate::exit_code::CANNOT_EXECUTE;
 /// The command was not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_NOT_FOUND: i32 = crate::exit_code::NOT_FOUND;
 
 /// A step of the child between fork and exec, as reported to the parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
