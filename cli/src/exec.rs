@@ -18,7 +18,8 @@ of the user; then the PAM environment (XDG_RUNTIME_DIR, PATH... from pam_jupyter
 keeper's environment reaches CMD, and XDG_RUNTIME_DIR / DBUS_SESSION_BUS_ADDRESS come only from PAM. \
 The keeper refuses to start with LD_* or other loader variables in its own environment.
 
-Groups: initgroups, then what pam_setcred adds (pam_group). Keys: CMD gets a session keyring of its own.
+Groups: initgroups, then what pam_setcred adds (pam_group). Keys: CMD never gets the caller's session keyring \
+(a fresh one, unless PAM, e.g. pam_keyinit, set one up for the session).
 
 Exit status: CMD's status (128+N if killed by signal N); 125 the keeper failed (usage errors included); \
 126 CMD cannot be executed; 127 CMD not found.")]

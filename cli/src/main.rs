@@ -10,7 +10,12 @@ mod manage;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "jupyter-session", version, about = "Login sessions for multi-user Jupyter and rootless containers")]
+#[command(
+    name = "jupyter-session",
+    version,
+    about = "Login sessions for multi-user Jupyter and rootless containers",
+    after_help = "Exit status 125: jupyter-session itself failed (usage errors included); see each command's --help."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
