@@ -7,7 +7,7 @@
 //! (stderr by default).
 //!
 //! ```no_run
-//! use session_lib::pam::PamContext;
+//! use session_lib::pam::{PamContext, StringItem};
 //! let mut pam = PamContext::start("jupyterhub", "alice")?;
 //! pam.set_item(StringItem::Ruser, "root")?;
 //! pam.acct_mgmt()?;
