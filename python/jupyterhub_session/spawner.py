@@ -28,12 +28,13 @@ KEEPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 def env_memfd(env):
     """A memfd holding `env` as NAME=value entries each ended by NUL (the /proc/PID/environ
-    layout `jupyter-session exec --env-fd` reads), positioned at its start. Inheritable: pass it
-    with `pass_fds` and close it after the fork."""
+    layout `jupyter-session exec --env-fd` reads), positioned at its start. Close-on-exec, so no
+    other process the hub starts meanwhile inherits it: pass it with `pass_fds` (which makes it
+    inheritable in that child only) and close it after the fork."""
     data = b"".join(
         os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items() if k and "=" not in k
     )
-    fd = os.memfd_create("jupyter-session-env", 0)
+    fd = os.memfd_create("jupyter-session-env", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
         while view:
