@@ -46,7 +46,7 @@ pub struct Args {
     podman_timeout: u64,
 }
 
-const FAILED: i32 = 125;
+const FAILED: i32 = session_lib::exit_code::FAILED;
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("jupyter-session check: {msg}");

@@ -10,7 +10,12 @@ mod manage;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "jupyter-session", version, about = "Login sessions for multi-user Jupyter and rootless containers")]
+#[command(
+    name = "jupyter-session",
+    version,
+    about = "Login sessions for multi-user Jupyter and rootless containers",
+    after_help = "Exit status 125: jupyter-session itself failed (usage errors included); see each command's --help."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,8 +37,21 @@ enum Command {
     Gc(manage::GcArgs),
 }
 
+/// Usage errors exit 125, like every other failure of jupyter-session
+/// itself (clap's own 2 is a status the keeper's CMD or `check` may give).
+const EXIT_USAGE: i32 = session_lib::exit_code::FAILED;
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            // Help and --version go to stdout, errors (with usage and a
+            // pointer to --help) to stderr.
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.command {
         Command::Exec(args) => exec::run(args),
         Command::Check(args) => check::run(args),

@@ -63,7 +63,7 @@ pub struct GcArgs {
 }
 
 /// Exit code for errors of this tool itself (the `env`/`runuser` convention).
-const FAILED: i32 = 125;
+const FAILED: i32 = session_lib::exit_code::FAILED;
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("jupyter-session: {msg}");
@@ -94,7 +94,7 @@ pub fn open(args: OpenArgs) -> i32 {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    if user.uid == 0 || user.uid < sessions.config.min_uid {
+    if session_lib::user::managed(user.uid, sessions.config.min_uid).is_err() {
         return fail(format!(
             "{} has uid {}, below min_uid {} (or root): no session is managed for it",
             user.name, user.uid, sessions.config.min_uid

@@ -20,11 +20,11 @@ unsafe extern "C" {
     fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
 }
 
-const PAM_SUCCESS: c_int = 0;
+use session_lib::pam_codes::{PAM_BUF_ERR, PAM_SUCCESS};
 
 /// `pam_putenv("NAME=value")`. Err carries libpam's return code.
 pub fn putenv(pamh: &mut PamHandle, name: &str, value: &str) -> Result<(), c_int> {
-    let pair = CString::new(format!("{name}={value}")).map_err(|_| 5 /* PAM_BUF_ERR */)?;
+    let pair = CString::new(format!("{name}={value}")).map_err(|_| PAM_BUF_ERR)?;
     // SAFETY: `pamh` is the live handle libpam passed to this hook; `pair` is
     // a NUL-terminated string that outlives the call (libpam copies it).
     let rc = unsafe { pam_putenv(pamh, pair.as_ptr()) };

@@ -2,7 +2,7 @@
 
 The hub (as root) runs, for each server::
 
-    jupyter-session exec --service jupyterhub --user NAME -- \\
+    jupyter-session exec --service jupyterhub --user NAME --env-fd N -- \\
         /bin/sh -c <wrapper> podman-session podman run --rm --replace --name jupyter-NAME \\
             --userns=keep-id --network=host --init --sig-proxy=true \\
             --volume HOME:HOME --workdir HOME --env JUPYTERHUB_API_TOKEN ... IMAGE jupyterhub-singleuser ...

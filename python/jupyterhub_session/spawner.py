@@ -5,6 +5,10 @@ The hub (as root) starts the keeper, not the server: the keeper opens a PAM sess
 signals, and closes the session when the server exits. So nothing here may drop privileges in the
 hub's fork, and the keeper's pid is the spawner's pid: LocalProcessSpawner's poll and stop
 (SIGINT, SIGTERM, SIGKILL) act on the keeper, which passes the signals on.
+
+The server's environment (`get_env()`, with the API token) goes to the keeper on an inherited
+memfd (`--env-fd`), never on a command line; the keeper itself, a root process, starts with
+KEEPER_ENV only, so no LD_PRELOAD or the like from `c.Spawner.environment` reaches it.
 """
 
 import os
@@ -16,6 +20,30 @@ from subprocess import Popen
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
 from traitlets import Unicode
+
+
+# The keeper's own environment: nothing the dynamic loader or libc would act on as root.
+KEEPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def env_memfd(env):
+    """A memfd holding `env` as NAME=value entries each ended by NUL (the /proc/PID/environ
+    layout `jupyter-session exec --env-fd` reads), positioned at its start. Close-on-exec, so no
+    other process the hub starts meanwhile inherits it: pass it with `pass_fds` (which makes it
+    inheritable in that child only) and close it after the fork."""
+    data = b"".join(
+        os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items() if k and "=" not in k
+    )
+    fd = os.memfd_create("jupyter-session-env", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class SessionSpawner(LocalProcessSpawner):
@@ -47,8 +75,9 @@ class SessionSpawner(LocalProcessSpawner):
                 return found
         return command
 
-    def keeper_command(self, command, env):
-        """The argv that runs `command` (a list) as this spawner's user through the keeper."""
+    def keeper_command(self, command, env, env_fd=None):
+        """The argv that runs `command` (a list) as this spawner's user through the keeper; the
+        command's environment is read from `env_fd` (see `env_memfd`)."""
         user = pwd.getpwnam(self.user.name)
         keeper = [
             self._resolve(self.jupyter_session_path, os.environ.get("PATH"), os.defpath),
@@ -61,6 +90,8 @@ class SessionSpawner(LocalProcessSpawner):
         if user.pw_dir and os.path.isdir(user.pw_dir):
             # Where LocalProcessSpawner's preexec would have gone; the keeper does it as the user.
             keeper += ["--chdir", user.pw_dir]
+        if env_fd is not None:
+            keeper += ["--env-fd", str(env_fd)]
         return keeper + ["--"] + command
 
     def server_command(self, env):
@@ -77,16 +108,21 @@ class SessionSpawner(LocalProcessSpawner):
         if self.port == 0:
             self.port = random_port()
         env = self.get_env()
-        argv = self.keeper_command(self.server_command(env), env)
-        self.log.info("Spawning %s", shlex.join(argv))
-        kwargs = dict(start_new_session=True, cwd="/")
-        kwargs.update(self.popen_kwargs)
-        kwargs["env"] = env
-        kwargs["preexec_fn"] = None
+        env_fd = env_memfd(env)
         try:
-            self.proc = Popen(argv, **kwargs)
-        except OSError as e:
-            self.log.error("Cannot start the session keeper %r: %s", argv[0], e)
-            raise
+            argv = self.keeper_command(self.server_command(env), env, env_fd)
+            self.log.info("Spawning %s", shlex.join(argv))
+            kwargs = dict(start_new_session=True, cwd="/")
+            kwargs.update(self.popen_kwargs)
+            kwargs["env"] = dict(KEEPER_ENV)
+            kwargs["preexec_fn"] = None
+            kwargs["pass_fds"] = tuple(kwargs.get("pass_fds", ())) + (env_fd,)
+            try:
+                self.proc = Popen(argv, **kwargs)
+            except OSError as e:
+                self.log.error("Cannot start the session keeper %r: %s", argv[0], e)
+                raise
+        finally:
+            os.close(env_fd)
         self.pid = self.proc.pid
         return (self.ip or "127.0.0.1", self.port)

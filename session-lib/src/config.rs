@@ -536,8 +536,9 @@ mod tests {
         let err = Config::load(Some(&missing)).unwrap_err();
         assert!(matches!(err, ConfigError::Read { ref path, .. } if *path == missing), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
-        // Without a path it is exactly the default file (or the defaults).
-        assert_eq!(Config::load(None).map(|c| c.min_uid).ok(), Config::from_default_file().map(|c| c.min_uid).ok());
+        // (Config::load(None) reads /etc/security/jupyter-session.toml; a
+        // test comparing it with from_default_file, which it calls, could
+        // not fail and was removed.)
     }
 
     #[test]

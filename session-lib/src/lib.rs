@@ -7,15 +7,19 @@
 //! chdir, environment, signal handlers or threads, and no panics by design
 //! (the FFI layer in `pam_jupyter` still catches any that slip through).
 //!
-//! All `unsafe_code` lives in [`ffi`]; every other module forbids it.
+//! All `unsafe_code` lives in the crate-private `ffi` module; every other
+//! module forbids it. What other crates need of it is re-exported as safe
+//! functions ([`lgetxattr`]) or wrapped ([`pam`], [`keeper`]).
 #![deny(unsafe_code)]
 
 pub mod check;
 pub mod config;
-pub mod ffi;
-pub mod launcher;
+pub mod exit_code;
+pub(crate) mod ffi;
+pub mod keeper;
 pub mod loginuid;
 pub mod pam;
+pub mod pam_codes;
 pub mod procfs;
 pub mod registry;
 pub mod runtime_dir;
@@ -26,4 +30,7 @@ mod tmpfs;
 pub mod user;
 
 pub use config::Config;
+/// `lgetxattr(2)` of one attribute (e.g. `security.selinux`), for callers
+/// outside this crate (the integration tests); `Ok(None)` when unset.
+pub use ffi::xattr::lgetxattr;
 pub use session::{CloseOutcome, OpenOutcome, PamHost};

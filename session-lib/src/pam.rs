@@ -7,9 +7,9 @@
 //! (stderr by default).
 //!
 //! ```no_run
-//! use session_lib::pam::PamContext;
+//! use session_lib::pam::{PamContext, StringItem};
 //! let mut pam = PamContext::start("jupyterhub", "alice")?;
-//! pam.set_ruser("root")?;
+//! pam.set_item(StringItem::Ruser, "root")?;
 //! pam.acct_mgmt()?;
 //! pam.establish_cred()?;
 //! pam.open_session()?;
@@ -26,7 +26,8 @@ use std::ffi::c_int;
 use std::fmt;
 
 use crate::ffi::pam as sys;
-pub use crate::ffi::pam::{MessageKind, MessageSink};
+pub use crate::ffi::pam::{MessageKind, MessageSink, StringItem};
+use crate::pam_codes as codes;
 
 /// The PAM call that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,31 +77,33 @@ impl PamError {
         self.step == PamStep::AcctMgmt
             && matches!(
                 self.code,
-                sys::PAM_ACCT_EXPIRED
-                    | sys::PAM_NEW_AUTHTOK_REQD
-                    | sys::PAM_PERM_DENIED
-                    | sys::PAM_AUTH_ERR
-                    | sys::PAM_USER_UNKNOWN
+                codes::PAM_ACCT_EXPIRED
+                    | codes::PAM_NEW_AUTHTOK_REQD
+                    | codes::PAM_PERM_DENIED
+                    | codes::PAM_AUTH_ERR
+                    | codes::PAM_USER_UNKNOWN
             )
     }
 
     fn hint(&self) -> String {
         let (svc, user) = (&self.service, &self.user);
         match (self.step, self.code) {
-            (PamStep::AcctMgmt, sys::PAM_ACCT_EXPIRED) => {
+            (PamStep::AcctMgmt, codes::PAM_ACCT_EXPIRED) => {
                 format!(
                     "the account '{user}' has expired; see `chage -l {user}` (e.g. `chage -E -1 {user}` to lift it)"
                 )
             }
-            (PamStep::AcctMgmt, sys::PAM_NEW_AUTHTOK_REQD) => {
+            (PamStep::AcctMgmt, codes::PAM_NEW_AUTHTOK_REQD) => {
                 format!("the password of '{user}' has expired and must be changed first (`chage -l {user}`)")
             }
-            (PamStep::AcctMgmt, sys::PAM_PERM_DENIED | sys::PAM_AUTH_ERR) => format!(
+            (PamStep::AcctMgmt, codes::PAM_PERM_DENIED | codes::PAM_AUTH_ERR) => format!(
                 "the account stack of /etc/pam.d/{svc} refuses '{user}' (locked with `passwd -l`, pam_access, \
                  pam_nologin, pam_deny...); see the messages above and the auth log"
             ),
-            (_, sys::PAM_USER_UNKNOWN) => format!("PAM does not know the user '{user}' (check `getent passwd {user}`)"),
-            (_, sys::PAM_OPEN_ERR | sys::PAM_SYMBOL_ERR) => {
+            (_, codes::PAM_USER_UNKNOWN) => {
+                format!("PAM does not know the user '{user}' (check `getent passwd {user}`)")
+            }
+            (_, codes::PAM_OPEN_ERR | codes::PAM_SYMBOL_ERR) => {
                 format!("a module in /etc/pam.d/{svc} could not be loaded; check the module paths (and the auth log)")
             }
             (PamStep::Start, _) => format!("cannot start PAM for service '{svc}'; check /etc/pam.d/{svc}"),
@@ -161,9 +164,9 @@ impl PamContext {
             user: user.to_string(),
         };
         let c_service =
-            sys::c_string(service).ok_or_else(|| err(sys::PAM_BUF_ERR, "service name contains a NUL byte".into()))?;
+            sys::c_string(service).ok_or_else(|| err(codes::PAM_BUF_ERR, "service name contains a NUL byte".into()))?;
         let c_user =
-            sys::c_string(user).ok_or_else(|| err(sys::PAM_BUF_ERR, "user name contains a NUL byte".into()))?;
+            sys::c_string(user).ok_or_else(|| err(codes::PAM_BUF_ERR, "user name contains a NUL byte".into()))?;
         let handle = sys::Handle::start(&c_service, &c_user, sink).map_err(|code| err(code, sys::strerror(code)))?;
         Ok(PamContext {
             handle: Some(handle),
@@ -177,7 +180,7 @@ impl PamContext {
 
     /// Pass PAM_SILENT to every later call (modules print nothing).
     pub fn set_silent(&mut self, silent: bool) {
-        self.flags = if silent { sys::PAM_SILENT } else { 0 };
+        self.flags = if silent { codes::PAM_SILENT } else { 0 };
     }
 
     pub fn service(&self) -> &str {
@@ -203,28 +206,15 @@ impl PamContext {
         })
     }
 
-    fn set_item(&mut self, item: c_int, name: &'static str, value: &str) -> Result<(), PamError> {
-        let step = PamStep::SetItem(name);
+    /// `pam_set_item` for a string-valued item (PAM_RUSER: the user asking
+    /// for the session; PAM_TTY: e.g. `/dev/pts/3`; PAM_RHOST).
+    pub fn set_item(&mut self, item: StringItem, value: &str) -> Result<(), PamError> {
+        let step = PamStep::SetItem(item.name());
         let Some(value) = sys::c_string(value) else {
-            return self.check(step, Err(sys::PAM_BUF_ERR));
+            return self.check(step, Err(codes::PAM_BUF_ERR));
         };
-        let rc = self.handle().set_str_item(item, &value);
+        let rc = self.handle().set_string_item(item, &value);
         self.check(step, rc)
-    }
-
-    /// PAM_RUSER: the user asking for the session (the keeper's caller).
-    pub fn set_ruser(&mut self, ruser: &str) -> Result<(), PamError> {
-        self.set_item(sys::PAM_RUSER, "PAM_RUSER", ruser)
-    }
-
-    /// PAM_TTY: the terminal, e.g. `/dev/pts/3`.
-    pub fn set_tty(&mut self, tty: &str) -> Result<(), PamError> {
-        self.set_item(sys::PAM_TTY, "PAM_TTY", tty)
-    }
-
-    /// PAM_RHOST: the remote host, if any.
-    pub fn set_rhost(&mut self, rhost: &str) -> Result<(), PamError> {
-        self.set_item(sys::PAM_RHOST, "PAM_RHOST", rhost)
     }
 
     /// `pam_acct_mgmt`: is the account allowed in now (not expired, locked,
@@ -237,7 +227,7 @@ impl PamContext {
 
     /// `pam_setcred(PAM_ESTABLISH_CRED)`; undone by `delete_cred` or drop.
     pub fn establish_cred(&mut self) -> Result<(), PamError> {
-        let flags = self.flags | sys::PAM_ESTABLISH_CRED;
+        let flags = self.flags | codes::PAM_ESTABLISH_CRED;
         let rc = self.handle().setcred(flags);
         self.check(PamStep::EstablishCred, rc)?;
         self.cred_established = true;
@@ -250,7 +240,7 @@ impl PamContext {
             return Ok(());
         }
         self.cred_established = false;
-        let flags = self.flags | sys::PAM_DELETE_CRED;
+        let flags = self.flags | codes::PAM_DELETE_CRED;
         let rc = self.handle().setcred(flags);
         self.check(PamStep::DeleteCred, rc)
     }
@@ -268,7 +258,7 @@ impl PamContext {
         let rc = self.handle().open_session(flags);
         if let Err(code) = rc {
             let err = self.check(PamStep::OpenSession, Err(code));
-            let _ = self.handle().close_session(flags | sys::PAM_SILENT);
+            let _ = self.handle().close_session(flags | codes::PAM_SILENT);
             self.handle().set_last_status(code);
             return err;
         }
@@ -290,7 +280,7 @@ impl PamContext {
     /// `pam_putenv("NAME=value")`.
     pub fn putenv(&mut self, name: &str, value: &str) -> Result<(), PamError> {
         let Some(pair) = sys::c_string(&format!("{name}={value}")) else {
-            return self.check(PamStep::PutEnv, Err(sys::PAM_BUF_ERR));
+            return self.check(PamStep::PutEnv, Err(codes::PAM_BUF_ERR));
         };
         let rc = self.handle().putenv(&pair);
         self.check(PamStep::PutEnv, rc)
@@ -345,8 +335,8 @@ mod tests {
     fn errors_name_step_user_service_and_hint() {
         let e = PamError {
             step: PamStep::AcctMgmt,
-            code: sys::PAM_ACCT_EXPIRED,
-            text: sys::strerror(sys::PAM_ACCT_EXPIRED),
+            code: codes::PAM_ACCT_EXPIRED,
+            text: sys::strerror(codes::PAM_ACCT_EXPIRED),
             service: "jupyterhub".into(),
             user: "alice".into(),
         };

@@ -336,16 +336,10 @@ pub enum CloseOutcome {
 fn applicable_user(host: &mut dyn PamHost, config: &Config) -> Result<UserInfo, (bool, String)> {
     let name = host.user().map_err(|e| (true, format!("cannot get the PAM user: {e}")))?;
     let user = UserInfo::by_name(&name).map_err(|e| (true, e.to_string()))?;
-    if user.uid == 0 {
-        return Err((false, format!("{} is root: nothing to do", user.name)));
+    match crate::user::managed(user.uid, config.min_uid) {
+        Ok(()) => Ok(user),
+        Err(why) => Err((false, format!("{} (uid {}) {why}: nothing to do", user.name, user.uid))),
     }
-    if user.uid < config.min_uid {
-        return Err((
-            false,
-            format!("{} has uid {} below min_uid {}: nothing to do", user.name, user.uid, config.min_uid),
-        ));
-    }
-    Ok(user)
 }
 
 /// pam_sm_open_session: prepare the runtime dir, register the session,

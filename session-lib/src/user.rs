@@ -96,6 +96,35 @@ impl UserInfo {
     }
 }
 
+/// Why jupyter-session leaves a user's sessions alone: the one rule the
+/// module, the keeper and `check` share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unmanaged {
+    Root,
+    BelowMinUid { min_uid: u32 },
+}
+
+impl fmt::Display for Unmanaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unmanaged::Root => f.write_str("is root"),
+            Unmanaged::BelowMinUid { min_uid } => write!(f, "has a uid below min_uid {min_uid}"),
+        }
+    }
+}
+
+/// Whether sessions of `uid` are managed with `min_uid` in force: never
+/// root, never a uid below `min_uid` (system accounts).
+pub fn managed(uid: u32, min_uid: u32) -> Result<(), Unmanaged> {
+    if uid == 0 {
+        Err(Unmanaged::Root)
+    } else if uid < min_uid {
+        Err(Unmanaged::BelowMinUid { min_uid })
+    } else {
+        Ok(())
+    }
+}
+
 /// The name of a group, for messages; the number if it has none.
 pub fn group_name(gid: u32) -> String {
     match Group::from_gid(Gid::from_raw(gid)) {
@@ -107,6 +136,13 @@ pub fn group_name(gid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_users() {
+        assert_eq!(managed(0, 0), Err(Unmanaged::Root));
+        assert_eq!(managed(999, 1000), Err(Unmanaged::BelowMinUid { min_uid: 1000 }));
+        assert_eq!(managed(1000, 1000), Ok(()));
+    }
 
     #[test]
     fn names() {

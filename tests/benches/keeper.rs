@@ -68,7 +68,7 @@ fn main() {
 
     // Warm-up (page cache, NSS).
     for _ in 0..5 {
-        time_ms(Command::new(&cli).args(exec_args(&svc.name, &u.name, &["true"])));
+        time_ms(keeper_cmd().args(exec_args(&svc.name, &u.name, &["true"])));
         time_ms(Command::new("runuser").args(["-l", &u.name, "-c", "true"]));
     }
     let mut keeper = Vec::with_capacity(n);
@@ -76,10 +76,10 @@ fn main() {
     let mut keeper_no_loginuid = Vec::with_capacity(n);
     let mut runuser = Vec::with_capacity(n);
     for _ in 0..n {
-        keeper.push(time_ms(Command::new(&cli).args(exec_args(&svc.name, &u.name, &["true"]))));
-        keeper_no_loginuid.push(time_ms(Command::new(&cli).args(exec_args(&no_loginuid.name, &u.name, &["true"]))));
+        keeper.push(time_ms(keeper_cmd().args(exec_args(&svc.name, &u.name, &["true"]))));
+        keeper_no_loginuid.push(time_ms(keeper_cmd().args(exec_args(&no_loginuid.name, &u.name, &["true"]))));
         if has_runuser_l {
-            keeper_same.push(time_ms(Command::new(&cli).args(exec_args("runuser-l", &u.name, &["true"]))));
+            keeper_same.push(time_ms(keeper_cmd().args(exec_args("runuser-l", &u.name, &["true"]))));
         }
         runuser.push(time_ms(Command::new("runuser").args(["-l", &u.name, "-c", "true"])));
     }
@@ -111,7 +111,7 @@ fn main() {
     let children: Vec<_> = (0..200)
         .map(|i| {
             let user = &users[i % users.len()];
-            Command::new(&cli)
+            keeper_cmd()
                 .args(exec_args(&svc.name, &user.name, &["sh", "-c", check]))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

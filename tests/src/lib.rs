@@ -67,6 +67,15 @@ pub fn cli_path() -> PathBuf {
     p
 }
 
+/// `Command` for the built CLI as the keeper (`exec`) is started: without
+/// the `LD_LIBRARY_PATH` cargo gives test processes, which a root keeper
+/// refuses like every variable the dynamic loader acts on.
+pub fn keeper_cmd() -> Command {
+    let mut c = Command::new(cli_path());
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
 /// The keeper's arguments: `exec --service SERVICE --user USER -- CMD...`
 /// (for `Command::new(cli_path()).args(..)`).
 pub fn exec_args<'a>(service: &'a str, user: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {

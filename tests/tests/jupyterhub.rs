@@ -23,7 +23,7 @@ use jupyter_session_tests::hub::{
     self, Hub, Installed, env_var, free_port, is_command, live_processes, set_mode, status_field, wait_until,
 };
 use jupyter_session_tests::{
-    PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
+    PamService, StateDir, TestUser, cli_path, environ_of, keeper_cmd, owner_mode, require_root, run, run_ok, unique,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -258,8 +258,7 @@ fn hub_dir(name: &str, mode: u32) -> PathBuf {
 
 /// `jupyter-session exec` must be the real keeper for the SessionSpawner test to mean anything.
 fn keeper_is_built(user: &TestUser, service: &str) {
-    let out =
-        run(Command::new(cli_path()).args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
+    let out = run(keeper_cmd().args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
     assert!(
         out.status.success(),
         "`jupyter-session exec` does not work yet ({}): {}\nThe SessionSpawner recipe needs the keeper.",
@@ -293,6 +292,9 @@ fn session_spawner_gives_each_server_a_real_session() {
     writeln!(config, "c.JupyterHub.spawner_class = 'session'").unwrap();
     writeln!(config, "c.SessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
     writeln!(config, "c.SessionSpawner.pam_service = {:?}", service.name).unwrap();
+    // A variable glibc acts on in a root process: it must reach the server
+    // (handed over on the keeper's --env-fd), never the keeper itself.
+    writeln!(config, "c.Spawner.environment = {{'GCONV_PATH': '/nonexistent-keeper-gconv'}}").unwrap();
     let hub = Hub::start(inst, &dir, &config, port, None);
     let expect = Expect { path: session_lib::config::DEFAULT_PATH, registered: Some(&state) };
 
@@ -304,6 +306,21 @@ fn session_spawner_gives_each_server_a_real_session() {
         let keeper: u32 = status_field(pid, "PPid")[0].parse().unwrap();
         assert!(is_command(keeper, "jupyter-session"), "{}: the server's parent is the keeper", user.name);
         assert_eq!(status_field(keeper, "Uid")[0], "0", "{}: the keeper stays root", user.name);
+        assert_eq!(
+            environ_of(keeper),
+            vec![("PATH".to_string(), "/usr/sbin:/usr/bin:/sbin:/bin".to_string())],
+            "{}: the root keeper starts with a minimal environment",
+            user.name
+        );
+        let server_env = environ_of(pid);
+        assert!(
+            server_env.contains(&("GCONV_PATH".to_string(), "/nonexistent-keeper-gconv".to_string())),
+            "{}: the spawner's environment reaches the server: {server_env:?}",
+            user.name
+        );
+        let cmdline = fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+        let token = server_env.iter().find(|(k, _)| k == "JUPYTERHUB_API_TOKEN").map(|(_, v)| v.clone()).unwrap();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(&token), "{}: the token is on no command line", user.name);
         assert_session(user, pid, &expect);
         assert_podman_works(inst, user, pid);
     }

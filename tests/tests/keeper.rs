@@ -34,9 +34,53 @@ fn shipped_stack(state: &StateDir, extra: &[&str]) -> PamService {
 
 /// The keeper command: `jupyter-session exec --service SVC --user USER -- CMD...`.
 fn keeper(svc: &PamService, user: &str, cmd: &[&str]) -> Command {
-    let mut c = Command::new(cli_path());
+    let mut c = keeper_cmd();
     c.args(exec_args(&svc.name, user, cmd));
     c
+}
+
+/// An environment handed to the keeper the way the spawners do: a file of
+/// NUL-ended `NAME=value` entries on an inherited fd (`--env-fd 3`, set up
+/// by a shell redirection). Removed on drop.
+struct EnvFile(PathBuf);
+
+impl EnvFile {
+    fn new(vars: &[(&str, &str)]) -> EnvFile {
+        let path = PathBuf::from(format!("/tmp/{}.env", unique("jsk")));
+        let data: Vec<u8> = vars.iter().flat_map(|(k, v)| format!("{k}={v}\0").into_bytes()).collect();
+        fs::write(&path, data).unwrap();
+        EnvFile(path)
+    }
+
+    /// `sh -c 'exec "$@" 3<FILE' sh jupyter-session exec --env-fd 3 --service SVC --user USER -- CMD...`
+    fn keeper(&self, svc: &PamService, user: &str, cmd: &[&str]) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.env_remove("LD_LIBRARY_PATH")
+            .arg("-c")
+            .arg(format!("exec \"$@\" 3<'{}'", self.0.display()))
+            .arg("sh")
+            .arg(cli_path())
+            .args(["exec", "--env-fd", "3"])
+            .args(&exec_args(&svc.name, user, cmd)[1..]);
+        c
+    }
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// `env -0` output as sorted `NAME=value` byte strings.
+fn env_entries(stdout: &[u8]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = stdout.split(|b| *b == 0).filter(|e| !e.is_empty()).map(<[u8]>::to_vec).collect();
+    v.sort();
+    v
+}
+
+fn show(entries: &[Vec<u8>]) -> String {
+    entries.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -89,12 +133,14 @@ fn session_identity_env_and_cleanup() {
     let script = r#"echo uid=$(id -u); echo gid=$(id -g); echo groups=$(id -G); echo cwd=$(pwd)
         echo loginuid=$(cat /proc/self/loginuid); echo rt=$(stat -c '%u:%g:%a' "$XDG_RUNTIME_DIR")
         for v in XDG_RUNTIME_DIR PATH USER LOGNAME HOME SHELL JUPYTERHUB_API_TOKEN; do eval echo $v=\$$v; done"#;
-    let o = run(keeper(&svc, &u.name, &["sh", "-c", script])
-        .env("JUPYTERHUB_API_TOKEN", "tok123")
-        .env("XDG_RUNTIME_DIR", "/run/user/0")
-        .env("USER", "root")
-        .env("HOME", "/root")
-        .env("PATH", "/root/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    let handed = EnvFile::new(&[
+        ("JUPYTERHUB_API_TOKEN", "tok123"),
+        ("XDG_RUNTIME_DIR", "/run/user/0"),
+        ("USER", "root"),
+        ("HOME", "/root"),
+        ("PATH", "/root/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    ]);
+    let o = run(&mut handed.keeper(&svc, &u.name, &["sh", "-c", script]));
     let (out, err) = text(&o);
     assert!(o.status.success(), "{}\n{out}\n{err}", o.status);
     assert_eq!(value(&out, "uid"), u.uid.to_string());
@@ -122,10 +168,10 @@ fn session_identity_env_and_cleanup() {
     // --chdir
     let o = run(&mut keeper(&svc, &u.name, &["pwd"]));
     assert_eq!(text(&o).0.trim(), u.home.display().to_string());
-    let mut c = Command::new(cli_path());
+    let mut c = keeper_cmd();
     c.args(["exec", "--service", &svc.name, "--user", &u.name, "--chdir", "/tmp", "--", "pwd"]);
     assert_eq!(text(&run(&mut c)).0.trim(), "/tmp");
-    let mut c = Command::new(cli_path());
+    let mut c = keeper_cmd();
     c.args(["exec", "--service", &svc.name, "--user", &u.name, "--chdir", "/nonexistent-js", "--", "true"]);
     let o = run(&mut c);
     assert_eq!(o.status.code(), Some(125));
@@ -178,14 +224,15 @@ fn exit_codes() {
     assert!(text(&o).1.contains("below min_uid"), "{}", text(&o).1);
 
     let missing = unique("jsk-missing");
-    let mut c = Command::new(cli_path());
+    let mut c = keeper_cmd();
     c.args(exec_args(&missing, &u.name, &["true"]));
     let o = run(&mut c);
     assert_eq!(o.status.code(), Some(125));
     assert!(text(&o).1.contains(&format!("/etc/pam.d/{missing} does not exist")), "{}", text(&o).1);
 
     let mut c = Command::new("setpriv");
-    c.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups"])
+    c.env_remove("LD_LIBRARY_PATH")
+        .args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--clear-groups"])
         .arg(cli_path())
         .args(exec_args(&svc.name, &u.name, &["true"]));
     let o = run(&mut c);
@@ -400,7 +447,7 @@ fn rootless_podman_through_the_keeper() {
 /// dropping an open context closes the session.
 #[test]
 fn pam_context_messages_env_and_drop_closes() {
-    use session_lib::pam::{MessageKind, PamContext, PamStep};
+    use session_lib::pam::{MessageKind, PamContext, PamStep, StringItem};
     use std::sync::{Arc, Mutex};
     if !require_root("pam_context_messages_env_and_drop_closes", &[]) {
         return;
@@ -419,7 +466,7 @@ fn pam_context_messages_env_and_drop_closes() {
         Box::new(move |kind, text| sink.lock().unwrap().push((kind, text.to_string()))),
     )
     .unwrap();
-    pam.set_ruser("root").unwrap();
+    pam.set_item(StringItem::Ruser, "root").unwrap();
     pam.acct_mgmt().unwrap();
     pam.establish_cred().unwrap();
     pam.open_session().unwrap();
@@ -441,4 +488,262 @@ fn pam_context_messages_env_and_drop_closes() {
     assert_eq!(err.step, PamStep::AcctMgmt);
     assert!(err.account_refused());
     assert!(err.to_string().contains(&format!("/etc/pam.d/{}", deny.name)), "{err}");
+}
+
+/// A stack with no module that exports variables (no pam_jupyter, no
+/// pam_env): whatever the command sees beyond USER/LOGNAME/HOME/SHELL/PATH
+/// came from somewhere else.
+fn bare_stack() -> PamService {
+    PamService::create("keeper", &["account required pam_permit.so", "session required pam_permit.so"])
+}
+
+/// What a root login shell typically carries (seen leaking into user
+/// commands before the keeper took its environment explicitly).
+const ROOT_SHELL_ENV: [(&str, &str); 8] = [
+    ("PYENV_ROOT", "/root/.pyenv"),
+    ("TF_CLI_CONFIG_FILE", "/root/.terraformrc"),
+    ("OLDPWD", "/root"),
+    ("XDG_RUNTIME_DIR", "/run/user/0"),
+    ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+    ("HOME", "/root"),
+    ("USER", "root"),
+    ("TERM", "xterm-keeper"),
+];
+
+fn entries(list: &[String]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = list.iter().map(|s| s.clone().into_bytes()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn own_environment_does_not_reach_the_command() {
+    if !require_root("own_environment_does_not_reach_the_command", &["env"]) {
+        return;
+    }
+    let bare = bare_stack();
+    let u = TestUser::create("jsk");
+    let home = u.home.display().to_string();
+    let base = |c: &mut Command| {
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").envs(ROOT_SHELL_ENV);
+    };
+
+    // From a shell, nothing handed over: only TERM of the keeper's own.
+    let mut c = keeper(&bare, &u.name, &["env", "-0"]);
+    base(&mut c);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let want = entries(&[
+        format!("HOME={home}"),
+        format!("LOGNAME={}", u.name),
+        format!("PATH={}", session_lib::config::DEFAULT_PATH),
+        "SHELL=/bin/sh".into(),
+        "TERM=xterm-keeper".into(),
+        format!("USER={}", u.name),
+    ]);
+    assert_eq!(show(&env_entries(&o.stdout)), show(&want), "from a root shell");
+
+    // Handed over on an fd: that, never XDG_RUNTIME_DIR/DBUS PAM did not
+    // set, and nothing of the keeper's own (not even TERM).
+    let handed = EnvFile::new(&[
+        ("JUPYTERHUB_API_TOKEN", "tok"),
+        ("LANG", "C.UTF-8"),
+        ("XDG_RUNTIME_DIR", "/run/user/0"),
+        ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/0/bus"),
+        ("HOME", "/root"),
+    ]);
+    let mut c = handed.keeper(&bare, &u.name, &["env", "-0"]);
+    base(&mut c);
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let want = entries(&[
+        format!("HOME={home}"),
+        "JUPYTERHUB_API_TOKEN=tok".into(),
+        "LANG=C.UTF-8".into(),
+        format!("LOGNAME={}", u.name),
+        format!("PATH={}", session_lib::config::DEFAULT_PATH),
+        "SHELL=/bin/sh".into(),
+        format!("USER={}", u.name),
+    ]);
+    assert_eq!(show(&env_entries(&o.stdout)), show(&want), "handed over with --env-fd");
+
+    // A bad handover is a keeper failure that says what is expected.
+    let bad = EnvFile::new(&[]);
+    fs::write(&bad.0, b"JUPYTERHUB_API_TOKEN=tok\0NOEQUALS\0").unwrap();
+    let o = run(&mut bad.keeper(&bare, &u.name, &["true"]));
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
+    assert!(text(&o).1.contains("--env-fd 3: entry 2"), "{}", text(&o).1);
+    let o =
+        run(keeper_cmd().args(["exec", "--env-fd", "9"]).args(exec_args(&bare.name, &u.name, &["true"])[1..].iter()));
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
+    assert!(text(&o).1.contains("--env-fd 9"), "{}", text(&o).1);
+}
+
+#[test]
+fn loader_variables_are_refused() {
+    if !require_root("loader_variables_are_refused", &[]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = PamService::with_module("keeper", &state, "");
+    let u = TestUser::create("jsk");
+    let marker = u.home.join("ran");
+    let touch = format!("touch {}", marker.display());
+    for (name, value) in [("LD_PRELOAD", "/nonexistent-keeper/preload.so"), ("GCONV_PATH", "/tmp"), ("LD_AUDIT", "x")] {
+        let o = run(keeper(&svc, &u.name, &["sh", "-c", &touch]).env(name, value));
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(125), "{name}: {err}");
+        assert!(err.contains(name) && err.contains("minimal environment"), "{name}: {err}");
+        assert!(!marker.exists(), "{name}: the command ran");
+        assert_eq!(state.records(u.uid), 0, "{name}: no session was opened");
+    }
+    // Handed over for the command, they are the user's business (it runs as
+    // the user), and the keeper itself is not refused.
+    let handed = EnvFile::new(&[("LD_LIBRARY_PATH", "/opt/user-libs")]);
+    let o = run(&mut handed.keeper(&svc, &u.name, &["sh", "-c", "echo LD=$LD_LIBRARY_PATH"]));
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(text(&o).0.trim(), "LD=/opt/user-libs");
+}
+
+#[test]
+fn usage_errors_exit_125() {
+    // No root needed: clap refuses before anything runs.
+    let cases: &[&[&str]] = &[
+        &["exec"],
+        &["exec", "--user", "nobody"],
+        &["exec", "--user", "nobody", "--frobnicate", "--", "true"],
+        &["exec", "--user", "nobody", "--env-fd", "three", "--", "true"],
+        &["frobnicate"],
+    ];
+    for args in cases {
+        let o = run(keeper_cmd().args(*args));
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains("--help"), "{args:?}: says where to look: {err}");
+    }
+    let o = run(keeper_cmd().args(["exec", "--help"]));
+    assert_eq!(o.status.code(), Some(0));
+    let out = text(&o).0;
+    assert!(out.contains("--env-fd") && out.contains("125") && out.contains("keyring"), "{out}");
+}
+
+/// A line in /etc/security/group.conf for the life of a test; only that
+/// line is removed again.
+struct GroupConfLine(String);
+
+const GROUP_CONF: &str = "/etc/security/group.conf";
+
+impl GroupConfLine {
+    fn add(line: &str) -> GroupConfLine {
+        let mut text = fs::read_to_string(GROUP_CONF).unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
+        fs::write(GROUP_CONF, text).unwrap();
+        GroupConfLine(line.to_string())
+    }
+}
+
+impl Drop for GroupConfLine {
+    fn drop(&mut self) {
+        if let Ok(text) = fs::read_to_string(GROUP_CONF) {
+            let kept: String = text.lines().filter(|l| *l != self.0).map(|l| format!("{l}\n")).collect();
+            let _ = fs::write(GROUP_CONF, kept);
+        }
+    }
+}
+
+#[test]
+fn pam_group_groups_reach_the_command() {
+    if !require_root("pam_group_groups_reach_the_command", &["groupadd", "id"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = PamService::create(
+        "keeper",
+        &["auth optional pam_group.so", "account required pam_permit.so", &state.module_line("")],
+    );
+    let own = unique("keeperown");
+    let granted = unique("keepergrp");
+    run_ok(Command::new("groupadd").arg(&own));
+    run_ok(Command::new("groupadd").arg(&granted));
+    let u = TestUser::create_with("jsk", &["-G", &own]);
+    let gid = |name: &str| nix::unistd::Group::from_name(name).unwrap().unwrap().gid.as_raw();
+    let _line = GroupConfLine::add(&format!("{};*;{};Al0000-2400;{}", svc.name, u.name, granted));
+
+    let o = run(keeper(&svc, &u.name, &["id", "-G"]).stdin(Stdio::null()));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let mut groups: Vec<u32> = out.split_whitespace().map(|g| g.parse().unwrap()).collect();
+    groups.sort();
+    let mut want = vec![u.gid, gid(&own), gid(&granted)];
+    want.sort();
+    assert_eq!(groups, want, "primary, /etc/group and pam_group's group (group.conf: {svc:?})", svc = svc.name);
+    drop(u);
+    for g in [&own, &granted] {
+        let _ = Command::new("groupdel").arg(g).output();
+    }
+}
+
+#[test]
+fn root_session_keyring_does_not_reach_the_command() {
+    if !require_root("root_session_keyring_does_not_reach_the_command", &["keyctl"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let u = TestUser::create("jsk");
+    let idfile = PathBuf::from(format!("/tmp/{}.keyid", unique("keeper")));
+    for keyinit in [None, Some("session optional pam_keyinit.so force revoke")] {
+        let mut lines = vec!["account required pam_permit.so".to_string()];
+        lines.extend(keyinit.map(str::to_string));
+        lines.push(state.module_line(""));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let svc = PamService::create("keeper", &refs);
+        let label = if keyinit.is_some() { "with pam_keyinit" } else { "without pam_keyinit" };
+        // Root, in a session keyring of its own, adds a key, checks it can
+        // read it, then starts the keeper from there.
+        let user_cmd = format!("keyctl print $(cat {}) 2>&1; echo print=$?", idfile.display());
+        let root_script = format!(
+            "id=$(keyctl add user keeper-secret s3cr3t-of-root @s) && echo $id > {f} && keyctl print $id >/dev/null && exec \"$@\"",
+            f = idfile.display()
+        );
+        let mut c = Command::new("keyctl");
+        c.env_remove("LD_LIBRARY_PATH")
+            .args(["session", "-", "sh", "-c", &root_script, "sh"])
+            .arg(cli_path())
+            .args(exec_args(&svc.name, &u.name, &["sh", "-c", &user_cmd]));
+        let o = run(&mut c);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{label}: {out}{err}");
+        assert!(fs::read_to_string(&idfile).is_ok_and(|s| !s.trim().is_empty()), "{label}: root added the key");
+        assert!(!out.contains("s3cr3t-of-root"), "{label}: the user's command read root's key:\n{out}");
+        assert!(!out.contains("print=0"), "{label}: {out}");
+        let _ = fs::remove_file(&idfile);
+    }
+}
+
+#[test]
+fn check_user_predicts_the_keeper_environment() {
+    use session_lib::check::Context;
+    use session_lib::config::Config;
+    use session_lib::user::UserInfo;
+    if !require_root("check_user_predicts_the_keeper_environment", &["env"]) {
+        return;
+    }
+    let state = StateDir::new();
+    let svc = PamService::create("keeper", &["account required pam_permit.so", &state.module_line("")]);
+    let u = TestUser::create("jsk");
+    // check --user's prediction, for the configuration the module has.
+    let config = Config::from_module_args(&[state.arg()]).unwrap();
+    let ctx = Context::for_user(config, &UserInfo::by_name(&u.name).unwrap());
+    let predicted: Vec<String> = ctx.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The keeper, started from a root shell without TERM.
+    let mut c = keeper(&svc, &u.name, &["env", "-0"]);
+    c.envs(ROOT_SHELL_ENV).env_remove("TERM");
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(show(&env_entries(&o.stdout)), show(&entries(&predicted)));
+    assert_eq!(env_entries(&o.stdout), entries(&predicted), "byte for byte");
 }

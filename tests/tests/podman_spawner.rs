@@ -23,7 +23,7 @@ use jupyter_session_tests::hub::{
     self, Hub, Installed, all_pids, cmdline, env_var, free_port, live_processes, set_mode, status_field, wait_until,
 };
 use jupyter_session_tests::{
-    PamService, StateDir, TestUser, cli_path, environ_of, owner_mode, require_root, run, run_ok, unique,
+    PamService, StateDir, TestUser, cli_path, environ_of, keeper_cmd, owner_mode, require_root, run, run_ok, unique,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -92,7 +92,7 @@ impl Drop for PodmanUser {
 
 /// Run podman as `user` in a session of its own (the keeper), outside the hub.
 fn podman_as(user: &TestUser, service: &str, args: &[&str]) -> Output {
-    run(Command::new(cli_path())
+    run(keeper_cmd()
         .args(["exec", "--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
         .args(args)
         .stdin(Stdio::null()))

@@ -493,7 +493,7 @@ fn runtime_dir_created_by_session_lib_carries_the_policy_label(p: &Linked) {
     assert!(!path.exists(), "{} exists already", path.display());
     let prepared = dirs.ensure(uid, uid).expect("create the runtime dir");
     let created = prepared.created.expect("created by this call");
-    let label = session_lib::ffi::xattr::lgetxattr(&path, "security.selinux").unwrap();
+    let label = session_lib::lgetxattr(&path, "security.selinux").unwrap();
     let notes = prepared.notes.clone();
     drop(prepared);
     let removed = dirs.remove(uid, &created);
@@ -509,7 +509,7 @@ fn runtime_dir_created_by_session_lib_carries_the_policy_label(p: &Linked) {
         let plain = RuntimeDirs::new(&config);
         let prepared = plain.ensure(uid, uid).unwrap();
         let created = prepared.created.unwrap();
-        let label = session_lib::ffi::xattr::lgetxattr(&path, "security.selinux").unwrap();
+        let label = session_lib::lgetxattr(&path, "security.selinux").unwrap();
         drop(prepared);
         let _ = plain.remove(uid, &created);
         assert!(!path.exists());

@@ -400,20 +400,8 @@ impl Context {
     /// The session a keeper (`jupyter-session exec`) would give `user`: its
     /// ids and groups, and the environment the keeper and pam_jupyter set.
     pub fn for_user(config: Config, user: &UserInfo) -> Context {
-        let mut env = BTreeMap::new();
-        let runtime_dir = config.runtime_dir_parent.join(user.uid.to_string());
-        env.insert("XDG_RUNTIME_DIR".to_string(), runtime_dir.display().to_string());
-        let path = if config.path.is_empty() { crate::config::DEFAULT_PATH } else { config.path.as_str() };
-        env.insert("PATH".to_string(), path.to_string());
-        env.insert("USER".to_string(), user.name.clone());
-        env.insert("LOGNAME".to_string(), user.name.clone());
-        env.insert("HOME".to_string(), user.home.display().to_string());
-        env.insert("SHELL".to_string(), user.shell.display().to_string());
-        if let Ok(m) = std::fs::symlink_metadata(runtime_dir.join("bus"))
-            && std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())
-        {
-            env.insert("DBUS_SESSION_BUS_ADDRESS".into(), format!("unix:path={}/bus", runtime_dir.display()));
-        }
+        // What the keeper would give: the one builder, not a copy of it.
+        let env = crate::session_env::predicted_env(&config, user).to_string_map();
         Context {
             mode: Mode::ForUser,
             env,

@@ -65,41 +65,41 @@ unsafe extern "C" {
     fn pam_strerror(pamh: *mut PamHandleT, errnum: c_int) -> *const c_char;
 }
 
-// Return codes (Linux-PAM `_pam_types.h`).
-pub const PAM_SUCCESS: c_int = 0;
-pub const PAM_OPEN_ERR: c_int = 1;
-pub const PAM_SYMBOL_ERR: c_int = 2;
-pub const PAM_SERVICE_ERR: c_int = 3;
-pub const PAM_SYSTEM_ERR: c_int = 4;
-pub const PAM_BUF_ERR: c_int = 5;
-pub const PAM_PERM_DENIED: c_int = 6;
-pub const PAM_AUTH_ERR: c_int = 7;
-pub const PAM_USER_UNKNOWN: c_int = 10;
-pub const PAM_NEW_AUTHTOK_REQD: c_int = 12;
-pub const PAM_ACCT_EXPIRED: c_int = 13;
-pub const PAM_SESSION_ERR: c_int = 14;
-pub const PAM_CRED_ERR: c_int = 17;
-pub const PAM_CONV_ERR: c_int = 19;
-pub const PAM_ABORT: c_int = 26;
+use crate::pam_codes::{
+    PAM_BUF_ERR, PAM_CONV_ERR, PAM_ERROR_MSG, PAM_RHOST, PAM_RUSER, PAM_SUCCESS, PAM_SYSTEM_ERR, PAM_TEXT_INFO, PAM_TTY,
+};
 
-// Items for pam_set_item.
-pub const PAM_SERVICE: c_int = 1;
-pub const PAM_USER: c_int = 2;
-pub const PAM_TTY: c_int = 3;
-pub const PAM_RHOST: c_int = 4;
-pub const PAM_RUSER: c_int = 8;
+/// The string-valued PAM items this client sets. `pam_set_item` takes a
+/// `const void *` whose type depends on the item (a `struct pam_conv *`
+/// for PAM_CONV, a delay callback for PAM_FAIL_DELAY...): only for these
+/// is a C string the right type, so only these can be named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StringItem {
+    /// PAM_RUSER: the user asking for the session.
+    Ruser,
+    /// PAM_TTY: the terminal.
+    Tty,
+    /// PAM_RHOST: the remote host.
+    Rhost,
+}
 
-// Flags.
-pub const PAM_SILENT: c_int = 0x8000;
-pub const PAM_ESTABLISH_CRED: c_int = 0x0002;
-pub const PAM_DELETE_CRED: c_int = 0x0004;
-pub const PAM_REINITIALIZE_CRED: c_int = 0x0008;
+impl StringItem {
+    fn code(self) -> c_int {
+        match self {
+            StringItem::Ruser => PAM_RUSER,
+            StringItem::Tty => PAM_TTY,
+            StringItem::Rhost => PAM_RHOST,
+        }
+    }
 
-// Message styles.
-pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
-pub const PAM_PROMPT_ECHO_ON: c_int = 2;
-pub const PAM_ERROR_MSG: c_int = 3;
-pub const PAM_TEXT_INFO: c_int = 4;
+    pub fn name(self) -> &'static str {
+        match self {
+            StringItem::Ruser => "PAM_RUSER",
+            StringItem::Tty => "PAM_TTY",
+            StringItem::Rhost => "PAM_RHOST",
+        }
+    }
+}
 
 /// What a module said through the conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,10 +111,38 @@ pub enum MessageKind {
 /// Receives the text of PAM_ERROR_MSG / PAM_TEXT_INFO messages.
 pub type MessageSink = Box<dyn FnMut(MessageKind, &str)>;
 
-/// The conversation's private data; boxed so its address is stable for as
-/// long as the handle lives.
+/// The conversation's private data.
 struct ConvData {
     sink: MessageSink,
+}
+
+/// Owns the [`ConvData`] whose address libpam keeps as `appdata_ptr`.
+///
+/// Held as a raw pointer from `Box::into_raw`, not as a `Box`: moving a
+/// `Box` asserts unique access to its contents, which would invalidate the
+/// pointer libpam holds (Stacked Borrows); a raw pointer can be moved
+/// freely. Freed exactly once, by `Drop`, which the owner runs only after
+/// `pam_end` (see [`Handle`]).
+struct ConvBox(*mut ConvData);
+
+impl ConvBox {
+    fn new(sink: MessageSink) -> ConvBox {
+        ConvBox(Box::into_raw(Box::new(ConvData { sink })))
+    }
+
+    /// The `struct pam_conv` to give libpam (which copies it).
+    fn pam_conv(&self) -> PamConv {
+        PamConv { conv: Some(conversation), appdata_ptr: self.0.cast::<c_void>() }
+    }
+}
+
+impl Drop for ConvBox {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from Box::into_raw in `new`, is freed
+        // only here (once), and no conversation call can be running: the
+        // owner ends the PAM handle before dropping this.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
 }
 
 /// The conversation function: shows error/info text, refuses every prompt
@@ -129,10 +157,11 @@ unsafe extern "C" fn conversation(
         if num_msg <= 0 || msg.is_null() || resp.is_null() || appdata_ptr.is_null() {
             return PAM_CONV_ERR;
         }
-        // SAFETY: appdata_ptr is the `ConvData` box pinned in `Handle`
-        // (set in `Handle::start`), alive while the handle is, and libpam
-        // calls the conversation only from within calls on that handle,
-        // which `Handle` makes through `&mut self`: no aliasing borrow.
+        // SAFETY: appdata_ptr is the pointer of a live `ConvBox` (set in
+        // `Handle::start`; freed only after pam_end), and libpam calls the
+        // conversation only from within calls on that handle, which
+        // `Handle` makes through `&mut self`, so this is the only reference
+        // to the data for the duration of the call.
         let data = unsafe { &mut *appdata_ptr.cast::<ConvData>() };
         let n = num_msg as usize;
         let mut texts = Vec::with_capacity(n);
@@ -163,7 +192,8 @@ unsafe extern "C" fn conversation(
         }
         // Informational messages still need a response array (all NULL);
         // libpam frees it with free(3), so it must come from calloc.
-        // SAFETY: plain allocation; checked for NULL below.
+        // SAFETY: calloc has no preconditions; the result is checked for
+        // NULL below and ownership passes to libpam through `*resp`.
         let array = unsafe { libc::calloc(n, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
         if array.is_null() {
             return PAM_BUF_ERR;
@@ -189,30 +219,30 @@ pub fn stderr_sink() -> MessageSink {
 pub struct Handle {
     pamh: *mut PamHandleT,
     last_status: c_int,
-    // Declared after `pamh` so it outlives pam_end (fields drop in order,
-    // and `Drop::drop` runs before any field is dropped anyway).
-    _conv: Box<ConvData>,
+    // Freed by its own Drop, which runs after `Handle::drop` (pam_end):
+    // libpam may call the conversation until then.
+    _conv: ConvBox,
 }
 
 impl Handle {
     /// `pam_start(service, user, conv)`. Err carries the return code.
     pub fn start(service: &CStr, user: &CStr, sink: MessageSink) -> Result<Handle, c_int> {
-        let mut conv_data = Box::new(ConvData { sink });
-        let conv =
-            PamConv { conv: Some(conversation), appdata_ptr: (&mut *conv_data as *mut ConvData).cast::<c_void>() };
+        let conv_box = ConvBox::new(sink);
+        let conv = conv_box.pam_conv();
         let mut pamh: *mut PamHandleT = ptr::null_mut();
         // SAFETY: both strings are NUL-terminated and outlive the call;
         // libpam copies `conv` (the struct) and keeps only `appdata_ptr`,
-        // which points into the box we store in the returned Handle.
+        // which stays valid until `conv_box` is dropped — after pam_end.
         let rc = unsafe { pam_start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
         if rc != PAM_SUCCESS || pamh.is_null() {
             if !pamh.is_null() {
-                // SAFETY: libpam returned a handle along with the error; end it.
+                // SAFETY: libpam returned a handle along with the error; end
+                // it (before `conv_box` drops at the end of this scope).
                 unsafe { pam_end(pamh, rc) };
             }
             return Err(if rc == PAM_SUCCESS { PAM_SYSTEM_ERR } else { rc });
         }
-        Ok(Handle { pamh, last_status: PAM_SUCCESS, _conv: conv_data })
+        Ok(Handle { pamh, last_status: PAM_SUCCESS, _conv: conv_box })
     }
 
     fn record(&mut self, rc: c_int) -> Result<(), c_int> {
@@ -220,11 +250,12 @@ impl Handle {
         if rc == PAM_SUCCESS { Ok(()) } else { Err(rc) }
     }
 
-    /// `pam_set_item` for a string item (PAM_RUSER, PAM_TTY, PAM_RHOST...).
-    pub fn set_str_item(&mut self, item: c_int, value: &CStr) -> Result<(), c_int> {
-        // SAFETY: the handle is live; for string items libpam copies the
-        // NUL-terminated value, which outlives the call.
-        let rc = unsafe { pam_set_item(self.pamh, item, value.as_ptr().cast::<c_void>()) };
+    /// `pam_set_item` for a string-valued item.
+    pub fn set_string_item(&mut self, item: StringItem, value: &CStr) -> Result<(), c_int> {
+        // SAFETY: the handle is live; `item` is one of the items whose value
+        // is a C string (StringItem admits no other), which libpam copies;
+        // `value` is NUL-terminated and outlives the call.
+        let rc = unsafe { pam_set_item(self.pamh, item.code(), value.as_ptr().cast::<c_void>()) };
         self.record(rc)
     }
 
@@ -348,6 +379,9 @@ pub fn c_string(s: &str) -> Option<CString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pam_codes::{PAM_ACCT_EXPIRED, PAM_PROMPT_ECHO_OFF};
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
     #[test]
     fn strerror_maps_codes() {
@@ -355,35 +389,88 @@ mod tests {
         assert!(strerror(PAM_ACCT_EXPIRED).to_lowercase().contains("expired"), "{}", strerror(PAM_ACCT_EXPIRED));
     }
 
+    type Seen = Rc<RefCell<Vec<(MessageKind, String)>>>;
+
+    fn recording_sink() -> (Seen, MessageSink) {
+        let seen: Seen = Rc::default();
+        let seen2 = seen.clone();
+        (seen, Box::new(move |k, t| seen2.borrow_mut().push((k, t.to_string()))))
+    }
+
+    /// Call a `struct pam_conv` the way libpam does, through its function
+    /// pointer and `appdata_ptr`; returns the code and frees the response.
+    fn call(conv: &PamConv, msgs: &[&PamMessage]) -> c_int {
+        let mut ptrs: Vec<*const PamMessage> = msgs.iter().map(|m| *m as *const PamMessage).collect();
+        let mut resp: *mut PamResponse = ptr::null_mut();
+        let f = conv.conv.expect("a conversation function");
+        // SAFETY: a valid array of `ptrs.len()` message pointers, a valid
+        // out-pointer, and the appdata the conversation was built with.
+        let rc = unsafe { f(ptrs.len() as c_int, ptrs.as_mut_ptr(), &mut resp, conv.appdata_ptr) };
+        assert_eq!(rc == PAM_SUCCESS, !resp.is_null(), "a response array exactly on success");
+        if !resp.is_null() {
+            // SAFETY: the conversation returned a calloc'd array we now own.
+            unsafe { libc::free(resp.cast()) };
+        }
+        rc
+    }
+
     #[test]
     fn conversation_refuses_prompts_and_passes_messages() {
-        use std::cell::RefCell;
-        use std::rc::Rc;
-        let seen: Rc<RefCell<Vec<(MessageKind, String)>>> = Rc::default();
-        let seen2 = seen.clone();
-        let mut data = ConvData { sink: Box::new(move |k, t| seen2.borrow_mut().push((k, t.to_string()))) };
-        let appdata = (&mut data as *mut ConvData).cast::<c_void>();
-        let text = c"hello";
-        let info = PamMessage { msg_style: PAM_TEXT_INFO, msg: text.as_ptr() };
-        let err = PamMessage { msg_style: PAM_ERROR_MSG, msg: text.as_ptr() };
+        let (seen, sink) = recording_sink();
+        let owner = ConvBox::new(sink);
+        let conv = owner.pam_conv();
+        let info = PamMessage { msg_style: PAM_TEXT_INFO, msg: c"hello".as_ptr() };
+        let err = PamMessage { msg_style: PAM_ERROR_MSG, msg: c"hello".as_ptr() };
         let prompt = PamMessage { msg_style: PAM_PROMPT_ECHO_OFF, msg: c"Password: ".as_ptr() };
-
-        let mut msgs: [*const PamMessage; 2] = [&info, &err];
-        let mut resp: *mut PamResponse = ptr::null_mut();
-        // SAFETY: valid message array, out-pointer and appdata for the call.
-        let rc = unsafe { conversation(2, msgs.as_mut_ptr(), &mut resp, appdata) };
-        assert_eq!(rc, PAM_SUCCESS);
-        assert!(!resp.is_null());
-        // SAFETY: the conversation returned a calloc'd array we now own.
-        unsafe { libc::free(resp.cast()) };
+        assert_eq!(call(&conv, &[&info, &err]), PAM_SUCCESS);
         assert_eq!(seen.borrow().len(), 2);
-        assert_eq!(seen.borrow()[1].0, MessageKind::Error);
+        assert_eq!(seen.borrow()[1], (MessageKind::Error, "hello".to_string()));
+        assert_eq!(call(&conv, &[&info, &prompt]), PAM_CONV_ERR);
+        assert_eq!(seen.borrow().len(), 2, "nothing shown from a refused batch");
+        let null_text = PamMessage { msg_style: PAM_TEXT_INFO, msg: ptr::null() };
+        assert_eq!(call(&conv, &[&null_text]), PAM_SUCCESS);
+        assert_eq!(seen.borrow()[2], (MessageKind::Info, String::new()));
+    }
 
-        let mut msgs: [*const PamMessage; 2] = [&info, &prompt];
-        let mut resp: *mut PamResponse = ptr::null_mut();
-        // SAFETY: as above.
-        let rc = unsafe { conversation(2, msgs.as_mut_ptr(), &mut resp, appdata) };
-        assert_eq!(rc, PAM_CONV_ERR);
-        assert!(resp.is_null());
+    /// The ownership pattern of [`Handle`], without libpam, so that Miri
+    /// can check it (`cargo +nightly miri test -p session-lib ffi::pam`,
+    /// with Stacked and with Tree Borrows); it runs as a normal test too.
+    /// As in `Handle::start`: the data is made, its pointer given to "C"
+    /// (a copied `PamConv`), then the owner is *moved* into the handle
+    /// struct, C calls back through the pointer several times, and the
+    /// owner is dropped after "pam_end". With the data held as a `Box`
+    /// moved after the pointer was taken, Stacked Borrows reports the
+    /// callbacks as UB; with `ConvBox`'s raw pointer it is clean.
+    #[test]
+    fn conversation_ownership_model() {
+        struct FakeLibpam {
+            conv: PamConv,
+        }
+        struct FakeHandle {
+            pam: Option<FakeLibpam>,
+            _conv: ConvBox,
+        }
+        impl Drop for FakeHandle {
+            fn drop(&mut self) {
+                // "pam_end": C forgets the pointer before the data goes.
+                self.pam = None;
+            }
+        }
+        let (seen, sink) = recording_sink();
+        let owner = ConvBox::new(sink);
+        let c_side = FakeLibpam { conv: owner.pam_conv() };
+        let mut handle = FakeHandle { pam: Some(c_side), _conv: owner };
+        let moved = handle.pam.take();
+        handle.pam = moved;
+        let info = PamMessage { msg_style: PAM_TEXT_INFO, msg: c"one".as_ptr() };
+        for _ in 0..3 {
+            let conv = &handle.pam.as_ref().unwrap().conv;
+            assert_eq!(call(conv, &[&info]), PAM_SUCCESS);
+        }
+        let boxed = Box::new(handle); // and moved once more
+        assert_eq!(call(&boxed.pam.as_ref().unwrap().conv, &[&info]), PAM_SUCCESS);
+        drop(boxed);
+        assert_eq!(seen.borrow().len(), 4);
+        assert_eq!(Rc::strong_count(&seen), 1, "the sink (and its clone of `seen`) was freed");
     }
 }

@@ -1,9 +1,11 @@
 //! Process primitives the session keeper needs and nix leaves `unsafe` or
 //! does not wrap: fork (only when single-threaded), `_exit`, resetting every
-//! signal disposition, and marking inherited fds close-on-exec.
+//! signal disposition, marking inherited fds close-on-exec, and taking
+//! over an inherited fd by number.
 
 use std::ffi::c_int;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::Pid;
@@ -45,6 +47,28 @@ pub fn fork_single_threaded() -> io::Result<Forked> {
 pub fn exit_now(code: c_int) -> ! {
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
+}
+
+/// Take ownership of an fd this process inherited (e.g. `--env-fd 3`):
+/// refused for 0-2 and for a number that is not open. Marks it
+/// close-on-exec. Call at most once per number, before anything else in
+/// the process could have opened or closed it.
+pub fn take_inherited_fd(fd: c_int) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::other("fds 0, 1 and 2 are stdin, stdout and stderr"));
+    }
+    // SAFETY: F_GETFD on an fd number only reads its flags; EBADF if closed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (checked above) and, as an inherited number
+    // named on the command line, owned by nothing else in this process:
+    // the caller takes it once, at startup, before any other code runs
+    // that could own that number.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on a live fd we own only changes its flags.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(owned)
 }
 
 /// Set every catchable signal back to SIG_DFL. Ignored signals survive
