@@ -10,6 +10,7 @@
 //! All `unsafe_code` lives in [`ffi`]; every other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod as_user;
 pub mod check;
 pub mod config;
 pub mod ffi;

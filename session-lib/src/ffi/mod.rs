@@ -5,4 +5,5 @@
 pub mod pam;
 pub mod process;
 pub mod selinux;
+pub mod thread_creds;
 pub mod xattr;
