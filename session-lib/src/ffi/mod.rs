@@ -5,5 +5,6 @@
 pub mod pam;
 pub mod process;
 pub mod selinux;
+pub mod statx;
 pub mod thread_creds;
 pub mod xattr;
