@@ -222,7 +222,7 @@ impl Walk {
             }
             Err(e) => {
                 return Err(Fail::Problem(format!(
-                    "cannot open {} as uid {}: {}; it is not the user's to delete, left in place",
+                    "cannot open {} as uid {}: {}; it is not the user's to delete (an admin can move it out, then run `jupyter-session gc`)",
                     self.shown(name),
                     self.uid,
                     e.desc()
@@ -235,7 +235,7 @@ impl Walk {
             Ok(info) if info.mnt_id == Some(self.mnt_id) && info.mount_root != Some(true) => {}
             Ok(_) => {
                 return Err(Fail::Problem(format!(
-                    "{} is a mount point (another filesystem or a bind mount); mounts are never crossed, left in place",
+                    "{} is a mount point (another filesystem or a bind mount) and mounts are never crossed; unmount it, then run `jupyter-session gc`",
                     self.shown(name)
                 )));
             }
@@ -260,9 +260,13 @@ impl Walk {
     fn cannot_remove(&self, name: &CStr, e: Errno) -> Fail {
         let what = self.shown(name);
         Fail::Problem(match e {
-            Errno::EBUSY => format!("{what} is a mount point; mounts are never crossed, left in place"),
+            Errno::EBUSY => {
+                format!(
+                    "{what} is a mount point and mounts are never crossed; unmount it, then run `jupyter-session gc`"
+                )
+            }
             Errno::EACCES | Errno::EPERM => format!(
-                "cannot remove {what} as uid {}: {}; it is not the user's to delete, left in place (an admin can move it out, then run `jupyter-session gc`)",
+                "cannot remove {what} as uid {}: {}; it is not the user's to delete (an admin can move it out, then run `jupyter-session gc`)",
                 self.uid,
                 e.desc()
             ),
