@@ -83,7 +83,16 @@ pub fn creds_for(uid: u32, dir_gid: u32) -> Creds {
 /// `Ok(())` when it is empty; otherwise the first thing that stayed and
 /// why (everything else removable was removed).
 pub fn empty_as(dir: &OwnedFd, creds: &Creds, time_limit: Duration) -> Result<(), String> {
-    let top = dup(dir).map_err(|e| format!("cannot duplicate the directory's fd: {}", e.desc()))?;
+    let dup_fd = || dup(dir).map_err(|e| format!("cannot duplicate the directory's fd: {}", e.desc()));
+    // The common case, an empty dir, needs no helper thread: listing it
+    // (as whoever we are) deletes nothing.
+    let mut listing = Dir::from_fd(dup_fd()?).map_err(|e| format!("cannot list the directory: {}", e.desc()))?;
+    let empty = listing.iter().all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")));
+    drop(listing);
+    if empty {
+        return Ok(());
+    }
+    let top = dup_fd()?;
     let uid = creds.uid;
     let walked = run_as(creds, move || {
         let mut walk =
@@ -140,6 +149,8 @@ impl Walk {
         let here = || if self.at.as_os_str().is_empty() { ".".to_string() } else { self.at.display().to_string() };
         let stream_fd =
             dup(&dir).map_err(|e| Fail::Problem(format!("cannot duplicate the fd of {}: {}", here(), e.desc())))?;
+        // A dup shares the file offset: start the stream at the beginning.
+        let _ = nix::unistd::lseek(&stream_fd, 0, nix::unistd::Whence::SeekSet);
         let mut stream =
             Dir::from_fd(stream_fd).map_err(|e| Fail::Problem(format!("cannot list {}: {}", here(), e.desc())))?;
         loop {
