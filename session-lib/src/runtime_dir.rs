@@ -273,7 +273,7 @@ impl RuntimeDirs {
             nix::mount::umount2(fd_path(&fd).as_str(), nix::mount::MntFlags::MNT_DETACH)
                 .map_err(|e| io("umount", e))?;
             drop(fd);
-        } else if let Err(reason) = removal::empty_as(&fd, &removal::creds_for(uid, st.st_gid), REMOVAL_TIME_LIMIT) {
+        } else if let Err(reason) = removal::empty_for_user(&fd, uid, st.st_gid) {
             // Emptied with the user's credentials, never root's: see removal.rs.
             return Ok(Removal::LeftInPlace(reason));
         }

@@ -79,20 +79,29 @@ pub fn creds_for(uid: u32, dir_gid: u32) -> Creds {
     })
 }
 
-/// Empty the directory open at `dir` as `creds`, within `time_limit`.
-/// `Ok(())` when it is empty; otherwise the first thing that stayed and
-/// why (everything else removable was removed).
-pub fn empty_as(dir: &OwnedFd, creds: &Creds, time_limit: Duration) -> Result<(), String> {
-    let dup_fd = || dup(dir).map_err(|e| format!("cannot duplicate the directory's fd: {}", e.desc()));
-    // The common case, an empty dir, needs no helper thread: listing it
-    // (as whoever we are) deletes nothing.
-    let mut listing = Dir::from_fd(dup_fd()?).map_err(|e| format!("cannot list the directory: {}", e.desc()))?;
+/// Empty the runtime dir of `uid` open at `dir` (its group `dir_gid`) with
+/// the user's credentials ([`creds_for`]), within [`TIME_LIMIT`].
+pub fn empty_for_user(dir: &OwnedFd, uid: u32, dir_gid: u32) -> Result<(), String> {
+    // The common case, an empty dir, needs no user lookup and no helper
+    // thread: listing it (as whoever we are) deletes nothing.
+    let mut listing = Dir::from_fd(dup_of(dir)?).map_err(|e| format!("cannot list the directory: {}", e.desc()))?;
     let empty = listing.iter().all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")));
     drop(listing);
     if empty {
         return Ok(());
     }
-    let top = dup_fd()?;
+    empty_as(dir, &creds_for(uid, dir_gid), TIME_LIMIT)
+}
+
+fn dup_of(dir: &OwnedFd) -> Result<OwnedFd, String> {
+    dup(dir).map_err(|e| format!("cannot duplicate the directory's fd: {}", e.desc()))
+}
+
+/// Empty the directory open at `dir` as `creds`, within `time_limit`.
+/// `Ok(())` when it is empty; otherwise the first thing that stayed and
+/// why (everything else removable was removed).
+pub fn empty_as(dir: &OwnedFd, creds: &Creds, time_limit: Duration) -> Result<(), String> {
+    let top = dup_of(dir)?;
     let uid = creds.uid;
     let walked = run_as(creds, move || {
         let mut walk =
