@@ -192,6 +192,17 @@ fn another_users_tree_moved_in_survives_the_last_close() {
             && log.contains("not the user's to delete"),
         "{log}"
     );
+
+    // The admin moves bob's tree back (README, Troubleshooting); gc finishes.
+    std::fs::rename(rt.join("data"), &data).unwrap();
+    let config = PathBuf::from(format!("/run/{}.toml", unique("removal-cfg")));
+    std::fs::write(&config, format!("state_dir = \"{}\"\ntmpfs = false\n", state.0.display())).unwrap();
+    let gc = run(Command::new(cli_path()).arg("gc").arg("--config").arg(&config));
+    let _ = std::fs::remove_file(&config);
+    let out = String::from_utf8_lossy(&gc.stdout).to_string() + &String::from_utf8_lossy(&gc.stderr);
+    assert!(gc.status.success() && out.contains(&format!("removed {}", rt.display())), "{out}");
+    assert!(!rt.exists());
+    assert_eq!(std::fs::read_to_string(data.join("results/paper.tex")).unwrap(), "bob's paper");
 }
 
 #[test]
