@@ -84,13 +84,13 @@ impl Drop for LoggedSession {
     }
 }
 
-/// A scratch dir on the root filesystem (the one /run/user is on, so that
-/// `mv` into the runtime dir is a rename), removed on drop.
+/// A scratch dir under /run, the filesystem /run/user is on (so that `mv`
+/// into the runtime dir is a rename), removed on drop.
 struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Scratch {
-        let dir = PathBuf::from("/srv").join(unique("removal-"));
+        let dir = PathBuf::from("/run").join(unique("removal-"));
         std::fs::create_dir_all(&dir).unwrap();
         set_mode(&dir, 0o755);
         Scratch(dir)
