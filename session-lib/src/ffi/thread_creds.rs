@@ -55,6 +55,20 @@ pub fn thread_setresuid(uid: u32) -> Result<(), Errno> {
     check(unsafe { libc::syscall(nr::SETRESUID, u, u, u) })
 }
 
+/// `setfsgid(2)` for the calling thread (raw: no broadcast). The call
+/// reports no error; check with [`thread_fs_ids`].
+pub fn thread_setfsgid(gid: u32) {
+    // SAFETY: a plain integer argument; the raw syscall touches no libc state.
+    unsafe { libc::syscall(nr::SETFSGID, gid as libc::gid_t) };
+}
+
+/// `setfsuid(2)` for the calling thread (raw: no broadcast). The call
+/// reports no error; check with [`thread_fs_ids`].
+pub fn thread_setfsuid(uid: u32) {
+    // SAFETY: a plain integer argument; the raw syscall touches no libc state.
+    unsafe { libc::syscall(nr::SETFSUID, uid as libc::uid_t) };
+}
+
 /// The calling thread's fs uid and fs gid (`setfsuid(-1)` changes nothing
 /// and returns the current value).
 pub fn thread_fs_ids() -> (u32, u32) {
