@@ -5,9 +5,13 @@
 //! group-writable project dir they may rename but whose files they may not
 //! delete), or an admin can bind-mount something into it. Root walking that
 //! tree would delete all of it. So the walk:
-//! - runs with the user's kernel credentials ([`crate::as_user::run_as`]:
-//!   uid, gid and groups), never root's: whatever the user could not delete
-//!   stays, and the runtime dir is left in place with the reason;
+//! - runs with the user's filesystem credentials
+//!   ([`crate::as_user::run_with_fs_creds`]: fs uid, fs gid and groups, no
+//!   capabilities), never root's: whatever the user could not delete stays,
+//!   and the runtime dir is left in place with the reason. The helper
+//!   thread keeps root's real and effective uid, so the user cannot signal
+//!   it (a SIGKILL or SIGSTOP to it would hit the whole PAM host) or
+//!   ptrace it;
 //! - never crosses a mount: every directory it opens is checked, on the fd
 //!   after `openat`, to be on the same mount (mount id from `statx`) as the
 //!   runtime dir; `st_dev` is not enough (a bind mount of the same
@@ -35,7 +39,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, dup, unlinkat};
 
-use crate::as_user::{Creds, run_as};
+use crate::as_user::{Creds, run_with_fs_creds};
 use crate::ffi::statx::mount_of;
 use crate::user::UserInfo;
 
@@ -103,7 +107,7 @@ fn dup_of(dir: &OwnedFd) -> Result<OwnedFd, String> {
 pub fn empty_as(dir: &OwnedFd, creds: &Creds, time_limit: Duration) -> Result<(), String> {
     let top = dup_of(dir)?;
     let uid = creds.uid;
-    let walked = run_as(creds, move || {
+    let walked = run_with_fs_creds(creds, move || {
         let mut walk =
             Walk { mnt_id: 0, deadline: Instant::now() + time_limit, time_limit, removed: 0, uid, at: PathBuf::new() };
         walk.top(top)
