@@ -142,6 +142,11 @@ impl Walk {
         self.clear(top, 0)
     }
 
+    /// The directory being emptied, relative to the runtime dir.
+    fn here(&self) -> String {
+        if self.at.as_os_str().is_empty() { ".".to_string() } else { self.at.display().to_string() }
+    }
+
     fn shown(&self, name: &CStr) -> String {
         self.at.join(name.to_string_lossy().as_ref()).display().to_string()
     }
@@ -159,13 +164,12 @@ impl Walk {
 
     /// Empty the directory open at `dir`.
     fn clear(&mut self, dir: OwnedFd, depth: usize) -> Result<(), Fail> {
-        let here = || if self.at.as_os_str().is_empty() { ".".to_string() } else { self.at.display().to_string() };
-        let stream_fd =
-            dup(&dir).map_err(|e| Fail::Problem(format!("cannot duplicate the fd of {}: {}", here(), e.desc())))?;
+        let stream_fd = dup(&dir)
+            .map_err(|e| Fail::Problem(format!("cannot duplicate the fd of {}: {}", self.here(), e.desc())))?;
         // A dup shares the file offset: start the stream at the beginning.
         let _ = nix::unistd::lseek(&stream_fd, 0, nix::unistd::Whence::SeekSet);
         let mut stream =
-            Dir::from_fd(stream_fd).map_err(|e| Fail::Problem(format!("cannot list {}: {}", here(), e.desc())))?;
+            Dir::from_fd(stream_fd).map_err(|e| Fail::Problem(format!("cannot list {}: {}", self.here(), e.desc())))?;
         loop {
             let mut progress = false;
             let mut problem = None;
@@ -174,7 +178,7 @@ impl Walk {
                 let entry = match entry {
                     Ok(entry) => entry,
                     Err(e) => {
-                        problem.get_or_insert(format!("cannot list {}: {}", self.at.display(), e.desc()));
+                        problem.get_or_insert(format!("cannot list {}: {}", self.here(), e.desc()));
                         break;
                     }
                 };
