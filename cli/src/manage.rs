@@ -134,6 +134,7 @@ pub fn close(args: CloseArgs) -> i32 {
             let dir = match closed.dir {
                 DirFate::Removed => "runtime dir removed".to_string(),
                 DirFate::Kept(why) => format!("runtime dir kept: {why}"),
+                DirFate::LeftInPlace(why) => format!("runtime dir left in place, not emptied: {why}"),
             };
             eprintln!("jupyter-session: closed session {} of {} (uid {}); {dir}", args.id, record.user, record.uid);
             0

@@ -4,7 +4,9 @@
 //! front ends over this crate. Code here may run inside someone else's PAM
 //! host (sshd, sudo, a multi-threaded JupyterHub), so nothing in this crate
 //! changes process-global state on the module's paths: no set*id, umask,
-//! chdir, environment, signal handlers or threads, and no panics by design
+//! chdir, environment, signal handlers or threads (the one exception:
+//! [`as_user::run_as`]'s short-lived helper thread, joined before it
+//! returns, with per-thread credentials), and no panics by design
 //! (the FFI layer in `pam_jupyter` still catches any that slip through).
 //!
 //! All `unsafe_code` lives in the crate-private `ffi` module; every other
@@ -12,6 +14,7 @@
 //! functions ([`lgetxattr`]) or wrapped ([`pam`], [`keeper`]).
 #![deny(unsafe_code)]
 
+pub mod as_user;
 pub mod check;
 pub mod config;
 pub mod exit_code;

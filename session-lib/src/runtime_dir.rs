@@ -8,7 +8,8 @@
 //!
 //! What is already there is validated and, if correct, left alone (logind
 //! or another session made it). We remove only what we made, identified by
-//! device and inode, without following symlinks or crossing mounts.
+//! device and inode, without following symlinks or crossing mounts, and a
+//! plain dir only with the user's own credentials (`removal`).
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -22,10 +23,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use crate::config::{Config, TmpfsSize};
 
-/// Deepest directory tree we descend into when removing a runtime dir. A
-/// user can build deeper trees; those are left in place (and logged) rather
-/// than risking the PAM host's stack or fd table.
-const MAX_DEPTH: usize = 64;
+mod removal;
+pub use removal::{MAX_DEPTH, TIME_LIMIT as REMOVAL_TIME_LIMIT};
 
 /// Identity of a runtime dir we created, kept in the registry so that only
 /// that very directory (or tmpfs) is ever removed.
@@ -329,7 +328,8 @@ impl RuntimeDirs {
         if (st.st_dev, st.st_ino) != (created.dev, created.ino) {
             return Ok(Removal::NotOurs);
         }
-        if let Err(reason) = clear_dir(&fd, st.st_dev, 0) {
+        if let Err(reason) = removal::empty_for_user(&fd, uid, st.st_gid) {
+            // Emptied with the user's credentials, never root's: see removal.rs.
             return Ok(Removal::LeftInPlace(reason));
         }
         match unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir) {
@@ -413,68 +413,16 @@ fn kind_of(st: &FileStat) -> &'static str {
     }
 }
 
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
-}
-
-/// Empty a directory through fds: no symlink is followed, no mount crossed.
-/// Errors name what was left and why.
-fn clear_dir(dir: &OwnedFd, dev: u64, depth: usize) -> Result<(), String> {
-    if depth >= MAX_DEPTH {
-        return Err(format!("directory tree deeper than {MAX_DEPTH} levels"));
-    }
-    let names: Vec<std::ffi::CString> = {
-        let mut listing = nix::dir::Dir::openat(dir, ".", dir_flags(), Mode::empty())
-            .map_err(|e| format!("cannot list a directory: {}", e.desc()))?;
-        listing
-            .iter()
-            .filter_map(Result::ok)
-            .map(|entry| entry.file_name().to_owned())
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-            .collect()
-    };
-    let mut first_problem = None;
-    for name in names {
-        let name = name.as_c_str();
-        let Ok(st) = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-        let outcome = if is_dir(&st) {
-            if st.st_dev != dev {
-                Err(format!("a mount point inside it ({})", name.to_string_lossy()))
-            } else {
-                match openat(dir, name, dir_flags(), Mode::empty()) {
-                    Ok(sub) => clear_dir(&sub, dev, depth + 1).and_then(|()| {
-                        unlinkat(dir, name, UnlinkatFlags::RemoveDir)
-                            .map_err(|e| format!("rmdir {}: {}", name.to_string_lossy(), e.desc()))
-                    }),
-                    // Swapped for a link or file since the fstatat: unlink that.
-                    Err(Errno::ELOOP | Errno::ENOTDIR) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
-                        .map_err(|e| format!("unlink {}: {}", name.to_string_lossy(), e.desc())),
-                    Err(e) => Err(format!("open {}: {}", name.to_string_lossy(), e.desc())),
-                }
-            }
-        } else {
-            match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(format!("unlink {}: {}", name.to_string_lossy(), e.desc())),
-            }
-        };
-        if let Err(problem) = outcome {
-            first_problem.get_or_insert(problem);
-        }
-    }
-    first_problem.map_or(Ok(()), Err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-    struct Root {
-        dir: PathBuf,
-        dirs: RuntimeDirs,
-        uid: u32,
-        gid: u32,
+    pub(super) struct Root {
+        pub(super) dir: PathBuf,
+        pub(super) dirs: RuntimeDirs,
+        pub(super) uid: u32,
+        pub(super) gid: u32,
     }
 
     impl Drop for Root {
@@ -485,7 +433,7 @@ mod tests {
 
     /// A private root with `<root>/user` as the parent. As root, the target
     /// uid is an unused one; unprivileged, our own (chown to self works).
-    fn root(tag: &str) -> Root {
+    pub(super) fn root(tag: &str) -> Root {
         let me = nix::unistd::geteuid().as_raw();
         let dir = std::env::temp_dir().join(format!("js-rt-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -496,6 +444,16 @@ mod tests {
         let dirs = RuntimeDirs::new(&config).with_trusted_owner(me);
         let (uid, gid) = if me == 0 { (54321, 54321) } else { (me, nix::unistd::getegid().as_raw()) };
         Root { dir, dirs, uid, gid }
+    }
+
+    /// `chown -hR uid:gid path`: what the user made in their dir is theirs.
+    pub(super) fn give_to(path: &Path, uid: u32, gid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+        if std::fs::symlink_metadata(path).unwrap().is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                give_to(&entry.unwrap().path(), uid, gid);
+            }
+        }
     }
 
     #[test]
@@ -516,6 +474,8 @@ mod tests {
         std::fs::create_dir_all(p.path.join("a/b/c")).unwrap();
         std::fs::write(p.path.join("a/b/file"), "x").unwrap();
         symlink("/etc/passwd", p.path.join("a/link")).unwrap();
+        // The user's own files (removal runs with the user's credentials).
+        give_to(&p.path.join("a"), r.uid, r.gid);
         assert_eq!(r.dirs.remove(r.uid, &created).unwrap(), Removal::Removed);
         assert!(!p.path.exists());
         assert!(std::fs::metadata("/etc/passwd").is_ok());
@@ -635,6 +595,7 @@ mod tests {
             deep.push("d");
         }
         std::fs::create_dir_all(&deep).unwrap();
+        give_to(&p.path.join("d"), r.uid, r.gid);
         let outcome = r.dirs.remove(r.uid, &p.created.unwrap()).unwrap();
         assert!(matches!(outcome, Removal::LeftInPlace(ref why) if why.contains("deeper")), "{outcome:?}");
     }

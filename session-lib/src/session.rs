@@ -105,6 +105,10 @@ pub struct Opened {
 pub enum DirFate {
     Removed,
     Kept(String),
+    /// Removal was tried but could not empty it (something the user may
+    /// not delete, a mount inside, the time limit): left in place with the
+    /// reason, worth a warning; the next close or `gc` tries again.
+    LeftInPlace(String),
 }
 
 /// A session that was closed.
@@ -255,6 +259,9 @@ impl Sessions {
                 match self.settle(&sessions, live, &name) {
                     DirFate::Removed => report.removed_dirs.push(self.dirs.path_for(uid)),
                     DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
+                    DirFate::LeftInPlace(why) => {
+                        report.kept_dirs.push((self.dirs.path_for(uid), format!("left in place, not emptied: {why}")))
+                    }
                 }
             }
         }
@@ -297,7 +304,7 @@ impl Sessions {
                 let _ = sessions.set_runtime_dir_marker(None);
                 DirFate::Kept("replaced by a directory jupyter-session did not create".into())
             }
-            Ok(Removal::LeftInPlace(why)) => DirFate::Kept(format!("could not be emptied: {why}")),
+            Ok(Removal::LeftInPlace(why)) => DirFate::LeftInPlace(why),
             Err(e) => DirFate::Kept(e.to_string()),
         }
     }
@@ -431,12 +438,15 @@ pub fn close_session(host: &mut dyn PamHost, sessions: &Sessions) -> CloseOutcom
                     host.log(LogLevel::Debug, note);
                 }
             }
-            let dir = match &closed.dir {
-                DirFate::Removed => "runtime dir removed".to_string(),
-                DirFate::Kept(why) => format!("runtime dir kept: {why}"),
+            let (level, dir) = match &closed.dir {
+                DirFate::Removed => (LogLevel::Info, "runtime dir removed".to_string()),
+                DirFate::Kept(why) => (LogLevel::Info, format!("runtime dir kept: {why}")),
+                DirFate::LeftInPlace(why) => {
+                    (LogLevel::Warning, format!("runtime dir left in place, not emptied: {why}"))
+                }
             };
             let found = if closed.found { "" } else { " (no open session was recorded for this process)" };
-            host.log(LogLevel::Info, &format!("session closed for {} (uid {}){found}; {dir}", user.name, user.uid));
+            host.log(level, &format!("session closed for {} (uid {}){found}; {dir}", user.name, user.uid));
             CloseOutcome::Closed
         }
         Err(e) => {

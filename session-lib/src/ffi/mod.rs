@@ -7,4 +7,6 @@ pub mod mntns;
 pub mod pam;
 pub mod process;
 pub mod selinux;
+pub mod statx;
+pub mod thread_creds;
 pub mod xattr;
