@@ -14,6 +14,7 @@ pub mod check;
 pub mod config;
 pub mod ffi;
 pub mod launcher;
+pub mod liveness;
 pub mod loginuid;
 pub mod pam;
 pub mod procfs;

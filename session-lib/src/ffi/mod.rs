@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod pam;
+pub mod pidfd;
 pub mod process;
 pub mod selinux;
 pub mod xattr;
