@@ -178,12 +178,22 @@ pub fn is_pause_process(table: &dyn ProcessTable, p: &ProcInfo, uid: u32, claim:
     p.pid == claim.pid && !p.zombie && exe_ok && uids_ok && p.other_user_ns && started_ok
 }
 
-/// Decide whether anything of the user in `uids` still runs. `stop_pause`
-/// lets a verified pause process alone count as nothing.
-pub fn assess(table: &dyn ProcessTable, uids: &UidSet, hints: &DirHints, stop_pause: bool) -> Liveness {
-    let real = table.any_with_real_uid(uids.uid);
-    let subuid_containers = hints.container_state && !uids.sub.is_empty();
-    if real == Some(false) && !subuid_containers {
+/// Decide whether anything of user `uid` still runs; `uids` gives the
+/// user's uid set (read only when needed: /etc/subuid can be long).
+/// `stop_pause` lets a verified pause process alone count as nothing.
+pub fn assess(
+    table: &dyn ProcessTable,
+    uid: u32,
+    uids: &dyn Fn() -> UidSet,
+    hints: &DirHints,
+    stop_pause: bool,
+) -> Liveness {
+    let real = table.any_with_real_uid(uid);
+    if real == Some(false) && !hints.container_state {
+        return Liveness::Unused;
+    }
+    let uids = uids();
+    if real == Some(false) && uids.sub.is_empty() {
         return Liveness::Unused;
     }
     let pause = match (stop_pause, hints.pause) {
@@ -316,25 +326,26 @@ mod tests {
     #[test]
     fn nothing_of_the_user_and_no_containers_needs_no_scan() {
         let t = Table::with(vec![proc(2, 0), proc(3, 2000)]);
-        assert_eq!(assess(&t, &uids(), &DirHints::default(), true), Liveness::Unused);
+        let unread = || -> UidSet { unreachable!("/etc/subuid is not read when the kernel settles it") };
+        assert_eq!(assess(&t, U, &unread, &DirHints::default(), true), Liveness::Unused);
         assert_eq!(t.scans.get(), 0, "the O(1) answer settles it");
     }
 
     #[test]
     fn a_process_with_the_users_real_or_saved_uid_keeps_it() {
         let t = Table::with(vec![proc(2, 0), proc(7, U)]);
-        assert_eq!(assess(&t, &uids(), &DirHints::default(), true), Liveness::Busy(vec![7]));
+        assert_eq!(assess(&t, U, &uids, &DirHints::default(), true), Liveness::Busy(vec![7]));
         // A setuid program of the user run by someone else: saved uid only.
         let odd = ProcInfo { real_uid: 2000, effective_uid: U, saved_uid: U, ..proc(8, U) };
         let t = Table { real_uid_answer: Some(Some(false)), ..Table::with(vec![odd]) };
         let hints = DirHints { container_state: true, ..DirHints::default() };
-        assert_eq!(assess(&t, &uids(), &hints, true), Liveness::Busy(vec![8]));
+        assert_eq!(assess(&t, U, &uids, &hints, true), Liveness::Busy(vec![8]));
     }
 
     #[test]
     fn zombies_do_not_count() {
         let t = Table::with(vec![ProcInfo { zombie: true, ..proc(7, U) }]);
-        assert_eq!(assess(&t, &uids(), &DirHints::default(), true), Liveness::Unused);
+        assert_eq!(assess(&t, U, &uids, &DirHints::default(), true), Liveness::Unused);
     }
 
     #[test]
@@ -342,10 +353,10 @@ mod tests {
         // The container's process runs as the user's subuid 165536+1000;
         // no task has the user's own uid any more.
         let t = Table::with(vec![proc(40, 166536), proc(41, 100500)]);
-        assert_eq!(assess(&t, &uids(), &claim(30), true), Liveness::Busy(vec![40]));
+        assert_eq!(assess(&t, U, &uids, &claim(30), true), Liveness::Busy(vec![40]));
         // Another user's subuid does not count.
         let t = Table::with(vec![proc(41, 100500)]);
-        assert_eq!(assess(&t, &uids(), &claim(30), true), Liveness::Unused);
+        assert_eq!(assess(&t, U, &uids, &claim(30), true), Liveness::Unused);
     }
 
     #[test]
@@ -353,18 +364,18 @@ mod tests {
         let t = Table::with(vec![pause(30), proc(2, 0)]);
         let p = ProcessId { pid: 30, start_time: 10 };
         let hints = claim(30);
-        assert_eq!(assess(&t, &uids(), &hints, true), Liveness::PauseOnly(p, hints.pause.unwrap()));
-        assert_eq!(assess(&t, &uids(), &claim(30), false), Liveness::Busy(vec![30]));
+        assert_eq!(assess(&t, U, &uids, &hints, true), Liveness::PauseOnly(p, hints.pause.unwrap()));
+        assert_eq!(assess(&t, U, &uids, &claim(30), false), Liveness::Busy(vec![30]));
         // Two of them: one is not claimed by pause.pid and keeps the dir.
         let t = Table::with(vec![pause(30), pause(31)]);
-        assert_eq!(assess(&t, &uids(), &claim(30), true), Liveness::Busy(vec![31]));
+        assert_eq!(assess(&t, U, &uids, &claim(30), true), Liveness::Busy(vec![31]));
     }
 
     #[test]
     fn running_containers_keep_it_besides_the_pause_process() {
         let conmon = ProcInfo { exe_name: Some("conmon".into()), ..proc(31, U) };
         let t = Table::with(vec![pause(30), conmon, proc(32, 165536)]);
-        assert_eq!(assess(&t, &uids(), &claim(30), true), Liveness::Busy(vec![31, 32]));
+        assert_eq!(assess(&t, U, &uids, &claim(30), true), Liveness::Busy(vec![31, 32]));
     }
 
     #[test]
@@ -381,23 +392,23 @@ mod tests {
             let own = p.real_uid == U;
             let t = Table::with(vec![p.clone()]);
             let want = if own { Liveness::Busy(vec![30]) } else { Liveness::Unused };
-            assert_eq!(assess(&t, &uids(), &claim(30), true), want, "{p:?}");
+            assert_eq!(assess(&t, U, &uids, &claim(30), true), want, "{p:?}");
         }
         // pause.pid names a pid that is not running.
         let t = Table::with(vec![proc(7, U)]);
-        assert_eq!(assess(&t, &uids(), &claim(30), true), Liveness::Busy(vec![7]));
+        assert_eq!(assess(&t, U, &uids, &claim(30), true), Liveness::Busy(vec![7]));
     }
 
     #[test]
     fn the_scan_stops_at_the_first_few() {
         let t = Table::with((10..100).map(|pid| proc(pid, U)).collect());
-        assert_eq!(assess(&t, &uids(), &DirHints::default(), true), Liveness::Busy(vec![10, 11, 12]));
+        assert_eq!(assess(&t, U, &uids, &DirHints::default(), true), Liveness::Busy(vec![10, 11, 12]));
     }
 
     #[test]
     fn unknown_real_uid_answer_falls_back_to_the_scan() {
         let t = Table { real_uid_answer: Some(None), ..Table::with(vec![proc(7, U)]) };
-        assert_eq!(assess(&t, &uids(), &DirHints::default(), true), Liveness::Busy(vec![7]));
+        assert_eq!(assess(&t, U, &uids, &DirHints::default(), true), Liveness::Busy(vec![7]));
     }
 
     #[test]

@@ -349,9 +349,9 @@ impl Sessions {
         };
         let mut stopped_pause = None;
         if self.config.keep_while_processes {
-            let uids = liveness::UidSet::of_user(uid, user);
+            let uids = || liveness::UidSet::of_user(uid, user);
             let hints = liveness::DirHints::read(&self.dirs.path_for(uid), uid);
-            match liveness::assess(&liveness::ProcFs, &uids, &hints, self.config.stop_pause_process) {
+            match liveness::assess(&liveness::ProcFs, uid, &uids, &hints, self.config.stop_pause_process) {
                 Liveness::Unused => {}
                 Liveness::Busy(pids) => return DirFate::Kept(KeepReason::ProcessesRun { uid, pids }),
                 Liveness::PauseOnly(pause, claim) => {
