@@ -92,8 +92,9 @@ impl DirHints {
     pub fn read(dir: &Path, uid: u32) -> DirHints {
         let Ok(top) = open(dir, dir_flags(), Mode::empty()) else { return DirHints::default() };
         let exists = |name: &str| fstatat(&top, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
-        let container_state = exists("libpod") || exists("containers");
-        let pause = if exists("libpod") { read_pause_pid(&top, uid) } else { None };
+        let libpod = exists("libpod");
+        let container_state = libpod || exists("containers");
+        let pause = if libpod { read_pause_pid(&top, uid) } else { None };
         DirHints { pause, container_state }
     }
 }
