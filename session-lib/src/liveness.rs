@@ -17,7 +17,9 @@
 //!   buildah state (`libpod`, `containers`) and the user has subordinate
 //!   uids, so that a container whose every process runs as a subordinate uid
 //!   is found. That trigger is in the user's own dir: a user can defeat it
-//!   only for their own containers.
+//!   only for their own containers. A process whose saved uid alone is the
+//!   user's (someone else running the user's setuid program) is seen only
+//!   when the scan runs.
 //!
 //! Why not `kill(-1, 0)` from a thread with the user's credentials (whose
 //! permission rule is exactly "real or saved uid, or CAP_KILL in the target's
@@ -235,8 +237,11 @@ pub fn stop_pause_process(target: ProcessId, uid: u32, claim: &PauseClaim, wait:
     let same = table
         .process(target.pid)
         .is_some_and(|p| p.start_time == target.start_time && is_pause_process(&table, &p, uid, claim));
-    if !same || pidfd::send_signal(&fd, 0).is_err() {
-        return Ok(()); // gone (or replaced) meanwhile: nothing to stop
+    if pidfd::send_signal(&fd, 0).is_err() {
+        return Ok(()); // exited meanwhile: nothing to stop
+    }
+    if !same {
+        return Err(format!("pid {} is no longer the pause process it was a moment ago", target.pid));
     }
     pidfd::send_signal(&fd, libc::SIGKILL).map_err(|e| format!("SIGKILL to pid {}: {e}", target.pid))?;
     // A pidfd polls readable once its process has exited (zombie or reaped).

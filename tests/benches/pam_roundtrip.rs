@@ -138,7 +138,9 @@ fn main() {
     let user = TestUser::create("jsbench");
     let state = StateDir::new();
     let module = state.module_line("");
-    let module_noscan = format!("{module} keep_while_processes=false");
+    // tmpfs explicit: the bare rows must not change meaning with the default.
+    let module_plain = format!("{module} tmpfs=false");
+    let module_noscan = format!("{module} tmpfs=false keep_while_processes=false");
     let module_tmpfs = format!("{module} tmpfs=true");
     let crowd_size: usize = std::env::var("JS_BENCH_HOST_PROCS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     // The bare pair, and a JupyterHub-shaped stack (the shipped
@@ -157,7 +159,7 @@ fn main() {
         (
             "bare (tmpfs=false)",
             PamService::create("jsbp", &["session required pam_permit.so"]),
-            PamService::create("jsbj", &[module.as_str()]),
+            PamService::create("jsbj", &[module_plain.as_str()]),
         ),
         (
             "bare, tmpfs=true",
@@ -170,7 +172,7 @@ fn main() {
             PamService::create("jsbj", &[module_noscan.as_str()]),
         ),
         (
-            "jupyterhub-shaped",
+            "jupyterhub-shaped (default tmpfs)",
             PamService::create("jsbp", &[lines(&realistic("session required pam_permit.so")).as_str()]),
             PamService::create("jsbj", &[lines(&realistic(&module)).as_str()]),
         ),
@@ -178,7 +180,7 @@ fn main() {
     println!("PAM round trip (pam_start, open_session, close_session, pam_end), {n} each, interleaved:");
     println!("wall: p50/p99 ms; cpu: p50 ms of the calling thread (user + kernel), the same round trips");
     println!(
-        "{:<24} {:>6} {:>12} {:>12} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}",
+        "{:<33} {:>6} {:>12} {:>12} {:>7} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}",
         "stack",
         "procs",
         "permit p50",
@@ -213,7 +215,7 @@ fn main() {
             }
             let (a, b, ca, cb) = (stats(a), stats(b), stats(ca), stats(cb));
             println!(
-                "{name:<24} {procs:>6} {:>12.3} {:>12.3} {:>6.2}x {:>10.3} {:>10.3} {:>6.2}x {:>10.3} {:>10.3} {:>6.2}x",
+                "{name:<33} {procs:>6} {:>12.3} {:>12.3} {:>6.2}x {:>10.3} {:>10.3} {:>6.2}x {:>10.3} {:>10.3} {:>6.2}x",
                 a.median,
                 b.median,
                 b.median / a.median,
@@ -231,7 +233,7 @@ fn main() {
     for ((name, _, _), levels) in pairs.iter().zip(&seen) {
         let ((p0, [a0, b0, c0, d0]), (p1, [a1, b1, c1, d1])) = (levels[0], levels[1]);
         println!(
-            "  {name:<24} {p0} -> {p1} processes: pam_permit {:.2}x / {:.2}x, pam_jupyter {:.2}x / {:.2}x",
+            "  {name:<33} {p0} -> {p1} processes: pam_permit {:.2}x / {:.2}x, pam_jupyter {:.2}x / {:.2}x",
             a1 / a0,
             c1 / c0,
             b1 / b0,
