@@ -481,7 +481,8 @@ fn real_uid_of(pid: u32) -> Option<u32> {
 /// Issue 10, finding 9: a session that used rootless podman (`podman run
 /// --rm`) and ended leaves only podman's pause process (`catatonit -P`,
 /// which never exits): the last close stops it and removes the dir. With
-/// `stop_pause_process=false` it keeps the dir like any other process.
+/// `stop_pause_process=false` it keeps the dir like any other process, until
+/// a `gc` under the default stops it.
 #[test]
 fn only_podmans_pause_process_left_is_stopped_at_the_last_close() {
     if !require_root(
@@ -513,6 +514,15 @@ fn only_podmans_pause_process_left_is_stopped_at_the_last_close() {
             assert!(u.runtime_dir().is_dir(), "{module_args:?}: the pause process keeps the dir");
             let pause = pause_pid(&u).expect("podman's pause.pid");
             assert_eq!(live_catatonits(u.uid), vec![pause], "the pause process was left alone");
+            // `gc` under a configuration with the default (on) stops it.
+            let config = PathBuf::from(format!("/run/{}.toml", unique("cfg")));
+            fs::write(&config, format!("state_dir = \"{}\"\n", state.0.display())).unwrap();
+            let o = run_ok(Command::new(cli_path()).arg("gc").arg("--config").arg(&config));
+            let _ = fs::remove_file(&config);
+            let (out, _) = text(&o);
+            assert!(out.contains(&format!("stopped podman's pause process {pause}")), "gc: {out}");
+            assert!(!u.runtime_dir().exists(), "gc removed the runtime dir: {out}");
+            assert!(dead(pause), "gc stopped the pause process");
         }
     }
     let _ = fs::remove_file(&tar);
