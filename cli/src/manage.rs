@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use session_lib::config::Config;
 use session_lib::registry::{self, Record};
-use session_lib::session::{DirFate, Holder, Sessions};
+use session_lib::session::{Holder, Sessions};
 use session_lib::user::UserInfo;
 
 #[derive(clap::Args)]
@@ -131,11 +131,7 @@ pub fn close(args: CloseArgs) -> i32 {
     };
     match sessions.close_id(&args.id) {
         Ok((record, closed)) => {
-            let dir = match closed.dir {
-                DirFate::Removed => "runtime dir removed".to_string(),
-                DirFate::Kept(why) => format!("runtime dir kept: {why}"),
-                DirFate::LeftInPlace(why) => format!("runtime dir left in place, not emptied: {why}"),
-            };
+            let dir = closed.dir;
             eprintln!("jupyter-session: closed session {} of {} (uid {}); {dir}", args.id, record.user, record.uid);
             0
         }
@@ -216,6 +212,9 @@ pub fn gc(args: GcArgs) -> i32 {
             }
             if report.unreadable > 0 {
                 println!("removed {} unreadable record file(s)", report.unreadable);
+            }
+            for pid in &report.stopped_pause {
+                println!("stopped podman's pause process {pid}: it was all that was left of its user");
             }
             for dir in &report.removed_dirs {
                 println!("removed {}", dir.display());

@@ -12,8 +12,8 @@ exports XDG_RUNTIME_DIR), drops privileges and runs podman as the user; the keep
 spawner's pid, so poll and stop work as for SessionSpawner: the hub's SIGINT/SIGTERM reach the keeper,
 which passes them to the wrapper, which passes them to `podman run`, whose --sig-proxy passes them to
 the container's init, which passes them to the server. When the server exits the container is removed
-(--rm), and the wrapper stops the user's rootless pause process if no other container of the user
-runs; then the keeper closes the session and pam_jupyter removes the runtime dir.
+(--rm); then the keeper closes the session, and pam_jupyter stops the user's rootless pause process if
+nothing else of the user runs (its `stop_pause_process` setting) and removes the runtime dir.
 
 What this does differently from a detached `podman run -d` spawner: the runtime dir lives exactly as
 long as the container (it is the session's); the environment (XDG_RUNTIME_DIR, PATH, USER...) comes
@@ -42,9 +42,8 @@ from .spawner import SessionSpawner
 #    SIGINT ignored (podman's sig-proxy installs handlers for every signal, which undoes that) and
 #    stdin from /dev/null: podman's stdin is given back explicitly (with sh's /dev/null, podman run
 #    on this podman 4.3 waited out its 20 s conmon timeout after the container exited).
-#  - After podman exits (the container is gone with --rm): if no container of the user runs any more,
-#    stop the rootless pause process podman left (its pid is in $XDG_RUNTIME_DIR/libpod/tmp/pause.pid),
-#    so that nothing of the user outlives the session and pam_jupyter can remove the runtime dir.
+#  - The rootless pause process podman leaves is not the wrapper's business: at the session's close
+#    pam_jupyter stops it when it is all that is left of the user (`stop_pause_process`).
 WRAPPER = r"""
 @PODMAN@ unshare true >/dev/null 2>&1
 exec 3<&0
@@ -61,26 +60,6 @@ while :; do
     kill -0 "$child" 2>/dev/null || break
 done
 trap - INT TERM HUP QUIT USR1 USR2
-if [ "@STOP_PAUSE@" = yes ] && [ -n "${XDG_RUNTIME_DIR:-}" ]; then
-    running=$(@PODMAN@ ps --quiet 2>/dev/null) || running=unknown
-    pidfile="$XDG_RUNTIME_DIR/libpod/tmp/pause.pid"
-    pause=$(cat "$pidfile" 2>/dev/null) || pause=
-    if [ -z "$running" ] && [ -n "$pause" ]; then
-        case "$(cat /proc/"$pause"/comm 2>/dev/null)" in
-        catatonit|podman\ pause)
-            kill -KILL "$pause" 2>/dev/null
-            rm -f "$pidfile"
-            # Until it is gone (or only a zombie of init): the keeper's close must not see it.
-            n=0
-            while [ $n -lt 100 ] && [ -e /proc/"$pause" ] &&
-                ! grep -q '^State:[[:space:]]*Z' /proc/"$pause"/status 2>/dev/null; do
-                sleep 0.05
-                n=$((n + 1))
-            done
-            ;;
-        esac
-    fi
-fi
 exit "$rc"
 """
 
@@ -196,12 +175,6 @@ class PodmanSessionSpawner(SessionSpawner):
         help="""More `--label` key/value pairs for the container.""",
     ).tag(config=True)
 
-    stop_pause_process = Bool(
-        True,
-        help="""After the container is gone, stop the user's rootless pause process if no other
-        container of the user runs, so that the session can end cleanly (its runtime dir removed).""",
-    ).tag(config=True)
-
     # -- the command --------------------------------------------------------------------------
 
     def _fields(self):
@@ -291,7 +264,6 @@ class PodmanSessionSpawner(SessionSpawner):
 
     def server_command(self, env):
         wrapper = WRAPPER.replace("@PODMAN@", shlex.join(self.podman_command()))
-        wrapper = wrapper.replace("@STOP_PAUSE@", "yes" if self.stop_pause_process else "no")
         return ["/bin/sh", "-c", wrapper, "podman-session"] + self.podman_command() + self.run_args(env)
 
     async def start(self):

@@ -58,6 +58,9 @@ pub struct Config {
     pub tmpfs_inodes: u64,
     pub remove_on_last_close: bool,
     pub keep_while_processes: bool,
+    /// Stop podman's rootless pause process when it is all that is left of
+    /// the user at the last close (or `gc`), so the dir can go.
+    pub stop_pause_process: bool,
     pub linger_users: Vec<String>,
     pub loginuid: LoginuidPolicy,
     /// The PATH the session gets; empty means "do not set PATH".
@@ -76,6 +79,7 @@ impl Default for Config {
             tmpfs_inodes: 400_000,
             remove_on_last_close: true,
             keep_while_processes: true,
+            stop_pause_process: true,
             linger_users: Vec::new(),
             loginuid: LoginuidPolicy::Auto,
             path: DEFAULT_PATH.to_string(),
@@ -160,6 +164,7 @@ pub const KEYS: &[&str] = &[
     "tmpfs_inodes",
     "remove_on_last_close",
     "keep_while_processes",
+    "stop_pause_process",
     "linger_users",
     "loginuid",
     "path",
@@ -309,6 +314,9 @@ impl Config {
             }
             "keep_while_processes" => {
                 self.keep_while_processes = boolean(&value).ok_or_else(|| bad("true or false"))?
+            }
+            "stop_pause_process" => {
+                self.stop_pause_process = boolean(&value).ok_or_else(|| bad("true or false"))?
             }
             "linger_users" => {
                 self.linger_users = user_list(&value)

@@ -20,6 +20,7 @@ pub mod config;
 pub mod exit_code;
 pub(crate) mod ffi;
 pub mod keeper;
+pub mod liveness;
 pub mod loginuid;
 pub mod pam;
 pub mod pam_codes;

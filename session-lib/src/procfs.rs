@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A process, identified so that pid reuse is detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +134,114 @@ pub fn processes_of_uid(uid: u32) -> Vec<u32> {
     processes_of_uid_up_to(uid, usize::MAX)
 }
 
+/// What the liveness decision needs to know about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub real_uid: u32,
+    pub effective_uid: u32,
+    pub saved_uid: u32,
+    pub zombie: bool,
+    /// Field 22 of /proc/PID/stat (clock ticks since boot).
+    pub start_time: u64,
+    /// The file name of /proc/PID/exe (None for kernel threads, or when it
+    /// cannot be read).
+    pub exe_name: Option<String>,
+    /// Whether it runs in a user namespace other than the caller's.
+    pub other_user_ns: bool,
+}
+
+/// Parse the `State:` and `Uid:` lines of /proc/PID/status: (zombie,
+/// real, effective, saved).
+fn uids_from_status(status: &str) -> Option<(bool, u32, u32, u32)> {
+    let mut zombie = false;
+    for line in status.lines() {
+        if let Some(state) = line.strip_prefix("State:") {
+            zombie = matches!(state.trim_start().chars().next(), Some('Z') | Some('X'));
+        } else if let Some(ids) = line.strip_prefix("Uid:") {
+            let mut ids = ids.split_whitespace().map(|id| id.parse::<u32>());
+            let (Some(Ok(r)), Some(Ok(e)), Some(Ok(s))) = (ids.next(), ids.next(), ids.next()) else { return None };
+            return Some((zombie, r, e, s));
+        }
+    }
+    None
+}
+
+/// The uids and state of the process behind `proc_dir` (/proc/PID).
+fn status_of(proc_dir: &Path) -> Option<(bool, u32, u32, u32)> {
+    let mut buf = [0u8; 2048];
+    uids_from_status(read_small(&proc_dir.join("status"), &mut buf)?)
+}
+
+impl ProcInfo {
+    /// Everything about process `pid`, or None if it does not run.
+    pub fn of(pid: u32) -> Option<ProcInfo> {
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let (zombie, real_uid, effective_uid, saved_uid) = status_of(&dir)?;
+        let mut buf = [0u8; 1024];
+        let start_time = start_time_from_stat(read_small(&dir.join("stat"), &mut buf)?)?;
+        let exe_name =
+            fs::read_link(dir.join("exe")).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let other_user_ns = match (fs::read_link(dir.join("ns/user")), fs::read_link("/proc/self/ns/user")) {
+            (Ok(theirs), Ok(ours)) => theirs != ours,
+            _ => false,
+        };
+        Some(ProcInfo { pid, real_uid, effective_uid, saved_uid, zombie, start_time, exe_name, other_user_ns })
+    }
+}
+
+/// Walk /proc once and hand `visit` every process that `wanted` may claim
+/// (by real or saved uid), until `visit` returns true. One `fstatat` per
+/// entry (the owner of /proc/PID is the process's effective uid while it is
+/// dumpable, root otherwise); the status file is read only for entries
+/// owned by a wanted uid or by root (kernel threads, which have no
+/// executable, are skipped by a failing readlink first). O(processes on the
+/// host): only for the cases a cheaper test cannot settle. The `ProcInfo`
+/// handed over carries uids and state only (no exe, start time or
+/// namespace).
+pub fn scan_processes(wanted: &dyn Fn(u32) -> bool, visit: &mut dyn FnMut(&ProcInfo) -> bool) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        // DirEntry::metadata is an fstatat on the directory's fd, no path walk.
+        let Ok(meta) = entry.metadata() else { continue };
+        let owner = meta.uid();
+        if owner != 0 && !wanted(owner) {
+            // Another user's process: its real or saved uid could still be
+            // a wanted one only if it switched between unprivileged uids,
+            // which needs privilege.
+            continue;
+        }
+        let path = entry.path();
+        if owner == 0
+            && let Err(e) = fs::read_link(path.join("exe"))
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            continue;
+        }
+        let Some((zombie, real_uid, effective_uid, saved_uid)) = status_of(&path) else { continue };
+        let info = ProcInfo {
+            pid,
+            real_uid,
+            effective_uid,
+            saved_uid,
+            zombie,
+            start_time: 0,
+            exe_name: None,
+            other_user_ns: false,
+        };
+        if visit(&info) {
+            return;
+        }
+    }
+}
+
+/// Boot time in seconds since the epoch (`btime` in /proc/stat).
+pub fn boot_time() -> Option<u64> {
+    fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+}
+
 /// Whether the calling process sees the identity uid mapping (not inside a
 /// user namespace that remaps ids).
 pub fn identity_user_namespace() -> bool {
@@ -173,6 +281,30 @@ mod tests {
         let id = ProcessId::of(child.id()).expect("an unreaped child has a /proc entry");
         child.wait().unwrap();
         assert!(!id.alive());
+    }
+
+    #[test]
+    fn status_uids_and_zombies() {
+        let status = "Name:\tx\nState:\tZ (zombie)\nTgid:\t5\nUid:\t1000\t1001\t1002\t1003\n";
+        assert_eq!(uids_from_status(status), Some((true, 1000, 1001, 1002)));
+        assert_eq!(uids_from_status("State:\tS (sleeping)\nUid:\t7\t7\t7\t7\n"), Some((false, 7, 7, 7)));
+        assert_eq!(uids_from_status("Uid:\t7\n"), None);
+    }
+
+    #[test]
+    fn process_info_and_scan_find_this_process() {
+        let me = ProcInfo::of(std::process::id()).unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        assert_eq!((me.real_uid, me.zombie, me.other_user_ns), (uid, false, false));
+        assert_eq!(me.start_time, ProcessId::current().unwrap().start_time);
+        assert!(me.exe_name.is_some());
+        let mut seen = false;
+        scan_processes(&|owner| owner == uid, &mut |p| {
+            seen |= p.pid == std::process::id();
+            seen
+        });
+        assert!(seen);
+        assert!(boot_time().unwrap() > 1_000_000_000);
     }
 
     #[test]

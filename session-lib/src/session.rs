@@ -11,8 +11,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::liveness::{self, Liveness};
 use crate::loginuid::{self, Loginuid};
-use crate::procfs::{self, ProcessId};
+use crate::procfs::ProcessId;
 use crate::registry::{Closing, Record, RegistryError, SessionRegistry, UserSessions};
 use crate::runtime_dir::{Removal, RuntimeDirError, RuntimeDirs};
 use crate::session_env::session_env;
@@ -103,12 +104,76 @@ pub struct Opened {
 /// What happened to the runtime dir when a session closed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirFate {
-    Removed,
-    Kept(String),
-    /// Removal was tried but could not empty it (something the user may
-    /// not delete, a mount inside, the time limit): left in place with the
-    /// reason, worth a warning; the next close or `gc` tries again.
-    LeftInPlace(String),
+    /// Removed (podman's pause process, when it was all that was left of
+    /// the user, was stopped first: its pid).
+    Removed {
+        stopped_pause: Option<u32>,
+    },
+    Kept(KeepReason),
+}
+
+impl fmt::Display for DirFate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirFate::Removed { stopped_pause: None } => f.write_str("runtime dir removed"),
+            DirFate::Removed { stopped_pause: Some(pid) } => write!(
+                f,
+                "runtime dir removed after stopping podman's pause process (pid {pid}), all that was left of the user"
+            ),
+            DirFate::Kept(why) => write!(f, "runtime dir kept: {why}"),
+        }
+    }
+}
+
+/// Why a runtime dir stayed after a close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeepReason {
+    OtherSessions {
+        uid: u32,
+        count: usize,
+    },
+    RemovalDisabled,
+    Lingers(String),
+    NotCreatedByUs,
+    /// Processes of the user still run (the first few pids).
+    ProcessesRun {
+        uid: u32,
+        pids: Vec<u32>,
+    },
+    /// Only podman's pause process was left, and stopping it failed.
+    PauseNotStopped {
+        pid: u32,
+        error: String,
+    },
+    Replaced,
+    NotEmptied(String),
+    Failed(String),
+}
+
+impl fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepReason::OtherSessions { uid, count } => write!(f, "{count} other session(s) of uid {uid} still open"),
+            KeepReason::RemovalDisabled => f.write_str("remove_on_last_close = false"),
+            KeepReason::Lingers(user) => write!(f, "{user} is in linger_users"),
+            KeepReason::NotCreatedByUs => f.write_str("not created by jupyter-session (logind or an admin made it)"),
+            KeepReason::ProcessesRun { uid, pids } => {
+                let shown: Vec<String> = pids.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "processes of uid {uid} (or of its subordinate uids) still run (pid {}); it goes at the next close or `jupyter-session gc` after they end",
+                    shown.join(", ")
+                )
+            }
+            KeepReason::PauseNotStopped { pid, error } => write!(
+                f,
+                "only podman's pause process (pid {pid}) was left, but stopping it failed: {error}; `jupyter-session gc` tries again (set stop_pause_process = false to leave it alone)"
+            ),
+            KeepReason::Replaced => f.write_str("replaced by a directory jupyter-session did not create"),
+            KeepReason::NotEmptied(why) => write!(f, "could not be emptied: {why}"),
+            KeepReason::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// A session that was closed.
@@ -257,11 +322,11 @@ impl Sessions {
             if sessions.runtime_dir_marker().is_some() {
                 let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
                 match self.settle(&sessions, live, &name) {
-                    DirFate::Removed => report.removed_dirs.push(self.dirs.path_for(uid)),
-                    DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
-                    DirFate::LeftInPlace(why) => {
-                        report.kept_dirs.push((self.dirs.path_for(uid), format!("left in place, not emptied: {why}")))
+                    DirFate::Removed { stopped_pause } => {
+                        report.removed_dirs.push(self.dirs.path_for(uid));
+                        report.stopped_pause.extend(stopped_pause);
                     }
+                    DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
                 }
             }
         }
@@ -273,42 +338,49 @@ impl Sessions {
     fn settle(&self, sessions: &UserSessions, live: usize, user: &str) -> DirFate {
         let uid = sessions.uid();
         if live > 0 {
-            return DirFate::Kept(format!("{live} other session(s) of uid {uid} still open"));
+            return DirFate::Kept(KeepReason::OtherSessions { uid, count: live });
         }
         if !self.config.remove_on_last_close {
-            return DirFate::Kept("remove_on_last_close = false".into());
+            return DirFate::Kept(KeepReason::RemovalDisabled);
         }
         if !user.is_empty() && self.config.lingers(user) {
-            return DirFate::Kept(format!("{user} is in linger_users"));
+            return DirFate::Kept(KeepReason::Lingers(user.to_string()));
         }
         let Some(created) = sessions.runtime_dir_marker() else {
-            return DirFate::Kept("not created by jupyter-session (logind or an admin made it)".into());
+            return DirFate::Kept(KeepReason::NotCreatedByUs);
         };
+        let mut stopped_pause = None;
         if self.config.keep_while_processes {
-            // Stops at the first few: only whether any runs matters here.
-            let pids = procfs::processes_of_uid_up_to(uid, 3);
-            if !pids.is_empty() {
-                let shown: Vec<String> = pids.iter().map(u32::to_string).collect();
-                return DirFate::Kept(format!(
-                    "processes of uid {uid} still run (pid {}); it goes at the next close or `jupyter-session gc` after they end",
-                    shown.join(", ")
-                ));
+            let uids = || liveness::UidSet::of_user(uid, user);
+            let hints = liveness::DirHints::read(&self.dirs.path_for(uid), uid);
+            match liveness::assess(&liveness::ProcFs, uid, &uids, &hints, self.config.stop_pause_process) {
+                Liveness::Unused => {}
+                Liveness::Busy(pids) => return DirFate::Kept(KeepReason::ProcessesRun { uid, pids }),
+                Liveness::PauseOnly(pause, claim) => {
+                    if let Err(error) = liveness::stop_pause_process(pause, uid, &claim, PAUSE_EXIT_WAIT) {
+                        return DirFate::Kept(KeepReason::PauseNotStopped { pid: pause.pid, error });
+                    }
+                    stopped_pause = Some(pause.pid);
+                }
             }
         }
         match self.dirs.remove(uid, &created) {
             Ok(Removal::Removed) | Ok(Removal::AlreadyGone) => {
                 let _ = sessions.set_runtime_dir_marker(None);
-                DirFate::Removed
+                DirFate::Removed { stopped_pause }
             }
             Ok(Removal::NotOurs) => {
                 let _ = sessions.set_runtime_dir_marker(None);
-                DirFate::Kept("replaced by a directory jupyter-session did not create".into())
+                DirFate::Kept(KeepReason::Replaced)
             }
-            Ok(Removal::LeftInPlace(why)) => DirFate::LeftInPlace(why),
-            Err(e) => DirFate::Kept(e.to_string()),
+            Ok(Removal::LeftInPlace(why)) => DirFate::Kept(KeepReason::NotEmptied(why)),
+            Err(e) => DirFate::Kept(KeepReason::Failed(e.to_string())),
         }
     }
 }
+
+/// How long the last close waits for a stopped pause process to exit.
+const PAUSE_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What [`Sessions::gc`] did.
 #[derive(Debug, Default)]
@@ -317,7 +389,9 @@ pub struct GcReport {
     pub expired: Vec<Record>,
     pub unreadable: usize,
     pub removed_dirs: Vec<PathBuf>,
-    pub kept_dirs: Vec<(PathBuf, String)>,
+    pub kept_dirs: Vec<(PathBuf, KeepReason)>,
+    /// Pids of podman pause processes stopped so that a dir could go.
+    pub stopped_pause: Vec<u32>,
 }
 
 /// How a PAM open_session ended, mapped to a PAM code by the module.
@@ -438,13 +512,12 @@ pub fn close_session(host: &mut dyn PamHost, sessions: &Sessions) -> CloseOutcom
                     host.log(LogLevel::Debug, note);
                 }
             }
-            let (level, dir) = match &closed.dir {
-                DirFate::Removed => (LogLevel::Info, "runtime dir removed".to_string()),
-                DirFate::Kept(why) => (LogLevel::Info, format!("runtime dir kept: {why}")),
-                DirFate::LeftInPlace(why) => {
-                    (LogLevel::Warning, format!("runtime dir left in place, not emptied: {why}"))
-                }
+            let level = if matches!(closed.dir, DirFate::Kept(KeepReason::NotEmptied(_))) {
+                LogLevel::Warning
+            } else {
+                LogLevel::Info
             };
+            let dir = &closed.dir;
             let found = if closed.found { "" } else { " (no open session was recorded for this process)" };
             host.log(level, &format!("session closed for {} (uid {}){found}; {dir}", user.name, user.uid));
             CloseOutcome::Closed

@@ -248,7 +248,7 @@ fn the_last_close_settles_the_dir() {
 
     let (record, closed) = r.sessions.close_id("job-1").unwrap();
     assert_eq!(record.id.as_deref(), Some("job-1"));
-    assert_eq!(closed.dir, DirFate::Removed);
+    assert_eq!(closed.dir, DirFate::Removed { stopped_pause: None });
     assert!(!r.runtime_dir().exists());
     assert!(r.sessions.close_id("job-1").is_err(), "an unknown id is an error");
 }

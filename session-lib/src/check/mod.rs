@@ -20,7 +20,7 @@ mod path;
 mod podman;
 mod selinux;
 mod session;
-mod subid;
+pub(crate) mod subid;
 mod system;
 
 pub use explain::{EXPLANATIONS, Explanation, explain};

@@ -5,6 +5,7 @@
 pub mod keyring;
 pub mod mntns;
 pub mod pam;
+pub mod pidfd;
 pub mod process;
 pub mod selinux;
 pub mod statx;
