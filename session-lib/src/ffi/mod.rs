@@ -2,6 +2,7 @@
 //! interfaces that nix does not cover. Each block carries a `// SAFETY:` note.
 #![allow(unsafe_code)]
 
+pub mod check;
 pub mod pam;
 pub mod process;
 pub mod selinux;
