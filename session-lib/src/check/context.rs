@@ -251,3 +251,31 @@ impl Context {
         self.which(name).or_else(|| self.paths.helper_dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::Fixture;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// The serial of the session keyring `cmd` (python3 calling
+    /// keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING)) sees.
+    fn session_keyring(cmd: &mut Command) -> Option<String> {
+        let code = format!("import ctypes; l = ctypes.CDLL(None); print(l.syscall({}, 0, -3, 0))", libc::SYS_keyctl);
+        let out = cmd.args(["-c", &code]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.starts_with('-')).then_some(text)
+    }
+
+    #[test]
+    fn commands_run_in_a_fresh_session_keyring() {
+        let python = Path::new("/usr/bin/python3");
+        let t = Fixture::new("keys");
+        let ctx = t.healthy();
+        let ours = session_keyring(&mut Command::new(python)).expect("our session keyring");
+        let theirs = session_keyring(&mut ctx.command(python)).expect("the child's session keyring");
+        assert_ne!(ours, theirs, "the child must not share this process's session keyring");
+        let again = session_keyring(&mut ctx.command(python)).unwrap();
+        assert_ne!(theirs, again, "each child gets its own");
+    }
+}
