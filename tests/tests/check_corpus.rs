@@ -1120,7 +1120,7 @@ fn last_line(s: &str) -> &str {
     s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
-/// The shape of a message: runs of 3+ digits and of 12+ hex digits (pids,
+/// The shape of a message: runs of 2+ digits (timestamps) and of 12+ hex digits (pids,
 /// id ranges, digests) replaced, to compare a live message with a fixture.
 fn shape(line: &str) -> String {
     let mut out = String::new();
@@ -1132,7 +1132,7 @@ fn shape(line: &str) -> String {
         if hex >= 12 {
             out.push_str("<hex>");
             i += hex;
-        } else if dec >= 3 {
+        } else if dec >= 2 {
             out.push('#');
             i += dec;
         } else {

@@ -83,3 +83,19 @@ pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_roots_are_told_from_plain_dirs() {
+        assert_eq!(is_mount_root(Path::new("/")), Some(true));
+        assert_eq!(is_mount_root(Path::new("/proc")), Some(true));
+        let dir = std::env::temp_dir().join(format!("js-ffi-check-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        assert_eq!(is_mount_root(&dir.join("sub")), Some(false));
+        assert_eq!(is_mount_root(&dir.join("missing")), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
