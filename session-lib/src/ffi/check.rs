@@ -53,12 +53,14 @@ pub struct ChildSetup {
 /// `setup`. Runs after std's setgid/setuid, so the new keyring is the
 /// user's. A failure aborts the spawn with that error.
 pub fn prepare_child(cmd: &mut Command, setup: ChildSetup) {
+    // Taken before the fork: in the child, getppid() already answers for
+    // a reaper if `check` died in between.
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls (keyctl, setsid, prctl, getppid)
     // without allocating or taking locks.
     unsafe {
         cmd.pre_exec(move || {
-            let parent = libc::getppid();
             if setup.die_with_parent {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
