@@ -177,7 +177,7 @@ fn to_json(
                 "what": check::by_id(f.id).map(|c| c.what).unwrap_or(""),
                 "severity": f.severity.as_str(),
                 "status": f.status.as_str(),
-                "skipped_reason": match &f.status { Status::Skipped(why) => Value::from(why.as_str()), _ => Value::Null },
+                "skipped_reason": match &f.status { Status::Skipped(why) => Value::from(why.to_string()), _ => Value::Null },
                 "observed": f.observed,
                 "expected": f.expected,
                 "evidence": f.evidence,

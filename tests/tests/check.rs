@@ -237,6 +237,18 @@ fn make_runtime_dir(user: &TestUser, owner: u32, mode: u32) {
     fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The host as documented: /dev/net/tun is 0600 on these machines, so the
+/// user's containers.conf says `netns = "none"` (else net.helper FAILs:
+/// podman's default network cannot start).
+fn no_network(user: &TestUser) {
+    let dir = user.home.join(".config/containers");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("containers.conf"), "[containers]\nnetns = \"none\"\n").unwrap();
+    for p in [user.home.join(".config"), dir.clone(), dir.join("containers.conf")] {
+        std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)).unwrap();
+    }
+}
+
 /// A private directory (removed on drop) the test user can read.
 struct TmpDir(PathBuf);
 
@@ -261,61 +273,61 @@ fn broken_sessions_are_named_with_the_right_fix() {
         return;
     }
     let user = TestUser::create("jsck");
+    no_network(&user);
     let other = TestUser::create("jsco");
     let env = base_env(&user);
 
-    // No runtime dir yet, XDG_RUNTIME_DIR unset: the admin must give the
-    // service a session; everything that needs the dir is skipped.
+    // No runtime dir yet, XDG_RUNTIME_DIR unset: podman falls back to /tmp
+    // (a warning); the admin should give the service a session; everything
+    // that needs the dir is skipped.
     let unset = with(&env, &[("XDG_RUNTIME_DIR", None)]);
     let r = check_as(&user, None, &unset, &[]);
-    assert_eq!(r.code, 1);
+    assert_ne!(r.code, 0);
     // The same as text: one line per check, the fix under the failure.
     let mut cmd = Command::new("setpriv");
     cmd.args([format!("--reuid={}", user.uid), format!("--regid={}", user.gid), "--init-groups".into()]);
     cmd.args(["env", "-i"]).args(unset.iter().map(|(k, v)| format!("{k}={v}")));
     let out = run(cmd.arg(cli_path()).arg("check").current_dir("/"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
     let lines: Vec<&str> = text.lines().collect();
-    let at = lines.iter().position(|l| l.starts_with("FAIL  env.runtime_dir.set ")).expect(&text);
-    assert!(lines[at].contains("XDG_RUNTIME_DIR unset (expected: XDG_RUNTIME_DIR=/run/user/"), "{text}");
+    let at = lines.iter().position(|l| l.starts_with("warn  env.runtime_dir.set ")).expect(&text);
+    assert!(lines[at].contains("XDG_RUNTIME_DIR unset and /run/user/"), "{text}");
+    assert!(lines[at].contains("podman falls back to /tmp/podman-run-"), "{text}");
     assert!(lines[at + 1].trim_start().starts_with("fix (admin): give the service a session"), "{text}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("skip  env.runtime_dir.owner") && l.contains("env.runtime_dir.set failed"))
-    );
-    assert!(lines.last().unwrap().contains("failed"), "summary line: {text}");
-    r.expect("env.runtime_dir.set", "fail", "XDG_RUNTIME_DIR unset", "admin", "session required pam_jupyter.so");
-    assert_eq!(r.finding("env.runtime_dir.owner")["skipped_reason"], "env.runtime_dir.set failed");
+    assert!(lines.iter().any(|l| l.starts_with("skip  env.runtime_dir.owner") && l.contains("podman uses /tmp")));
+    assert!(lines.last().unwrap().contains("warnings"), "summary line: {text}");
+    r.expect("env.runtime_dir.set", "warn", "XDG_RUNTIME_DIR unset", "admin", "session required pam_jupyter.so");
+    assert!(r.finding("env.runtime_dir.owner")["skipped_reason"].as_str().unwrap().contains("/tmp/podman-run-"));
     assert_eq!(r.status("storage.bootid"), "skipped");
     r.expect("id.user", "pass", &user.name, "", "");
 
     // Set, but the dir does not exist (crun's "create directory" failure).
     let r = check_as(&user, None, &env, &[]);
-    r.expect("env.runtime_dir.owner", "fail", "does not exist", "admin", "open a real session");
+    r.expect("env.runtime_dir.owner", "fail", "does not exist", "admin", "real session");
 
     // Pointing at another user's dir (a leak through su/sudo).
     make_runtime_dir(&other, other.uid, 0o700);
     let leaked = other.runtime_dir().display().to_string();
     let r = check_as(&user, None, &with(&env, &[("XDG_RUNTIME_DIR", Some(&leaked))]), &[]);
-    r.expect("env.runtime_dir.owner", "fail", &format!("owned by uid {}", other.uid), "user", "another user");
+    r.expect("env.runtime_dir.owner", "fail", &format!("owned by uid {}", other.uid), "admin", "another user");
 
-    // Owned by root.
+    // Owned by root: only root can repair it.
     make_runtime_dir(&user, 0, 0o700);
     let r = check_as(&user, None, &env, &[]);
-    r.expect("env.runtime_dir.owner", "fail", "owned by uid 0", "user", "another user");
+    r.expect("env.runtime_dir.owner", "fail", "owned by uid 0", "admin", &format!("chown {}:", user.name));
 
-    // The user's, but mode 0755.
+    // The user's, but mode 0755 (podman works).
     make_runtime_dir(&user, user.uid, 0o755);
     let r = check_as(&user, None, &env, &[]);
-    r.expect("env.runtime_dir.owner", "fail", "mode 0755", "user", "chmod 0700");
+    r.expect("env.runtime_dir.owner", "warn", "mode 0755", "user", "chmod 0700");
 
-    // A symlink to the (now correct) dir.
+    // A symlink to the (now correct) dir (podman follows it).
     make_runtime_dir(&user, user.uid, 0o700);
     let links = TmpDir::new();
     let link = links.0.join("rt");
     std::os::unix::fs::symlink(user.runtime_dir(), &link).unwrap();
     let r = check_as(&user, None, &with(&env, &[("XDG_RUNTIME_DIR", Some(link.to_str().unwrap()))]), &[]);
-    r.expect("env.runtime_dir.owner", "fail", "symbolic link", "admin", "remove the link");
+    r.expect("env.runtime_dir.owner", "warn", "symbolic link", "user", "export XDG_RUNTIME_DIR=/run/user/");
 
     // $USER and $LOGNAME of someone else.
     let r = check_as(&user, None, &with(&env, &[("USER", Some("root")), ("LOGNAME", None)]), &[]);
@@ -410,6 +422,7 @@ fn a_real_pam_jupyter_session_passes_every_fail_check() {
         return;
     }
     let user = TestUser::create("jsch");
+    no_network(&user);
     let state = StateDir::new();
     let svc = PamService::with_module("jsck", &state, "");
     let session = SessionHolder::open(&svc.name, &user.name);
@@ -479,10 +492,13 @@ fn explain_maps_each_catalogue_message_to_its_checks() {
             "Error: XDG_RUNTIME_DIR directory \"/run/user/0\" is not owned by the current user",
             &["env.runtime_dir.owner"],
         ),
-        ("Error: mkdir /run/user/1000: permission denied", &["env.runtime_dir.set", "env.runtime_dir.owner"]),
+        (
+            "Error: mkdir /run/user/1000: permission denied",
+            &["env.runtime_dir.set", "env.runtime_dir.owner", "env.runtime_dir.podman"],
+        ),
         (
             "Error: creating tmpdir: mkdir /run/user/1000: permission denied",
-            &["env.runtime_dir.set", "env.runtime_dir.owner"],
+            &["env.runtime_dir.set", "env.runtime_dir.owner", "env.runtime_dir.podman"],
         ),
         (
             "crun: create directory `/run/user/1000/crun`: No such file or directory",
@@ -538,7 +554,9 @@ fn explain_maps_each_catalogue_message_to_its_checks() {
         run(Command::new(cli_path()).args(["check", "--explain", "Error: mkdir /run/user/1000: permission denied"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("explain: \"mkdir /run/user/N: permission denied\" → env.runtime_dir.set, env.runtime_dir.owner"),
+        text.contains(
+            "explain: \"mkdir /run/user/N: permission denied\" → env.runtime_dir.set, env.runtime_dir.owner, env.runtime_dir.podman"
+        ),
         "{text}"
     );
     assert!(!text.contains("\x1b["), "no colour when stdout is not a terminal");
@@ -553,6 +571,7 @@ fn the_keeper_session_passes_and_check_user_predicts_it() {
         return;
     }
     let user = TestUser::create("jsce");
+    no_network(&user);
     let state = StateDir::new();
     let svc = PamService::with_module("jsce", &state, "");
     // What a spawner runs: the keeper, with an empty environment, running

@@ -21,7 +21,82 @@ pub const EXPLANATIONS: &[Explanation] = &[
     Explanation {
         fragments: &["mkdir /run/user/", "permission denied"],
         message: "mkdir /run/user/N: permission denied",
-        checks: &["env.runtime_dir.set", "env.runtime_dir.owner"],
+        checks: &["env.runtime_dir.set", "env.runtime_dir.owner", "env.runtime_dir.podman"],
+    },
+    Explanation {
+        fragments: &["temporary directory must be an absolute path"],
+        message: "temporary directory must be an absolute path",
+        checks: &["env.runtime_dir.set"],
+    },
+    Explanation {
+        fragments: &["set sticky bit on: chmod"],
+        message: "set sticky bit on: chmod $XDG_RUNTIME_DIR/libpod: operation not permitted",
+        checks: &["env.runtime_dir.podman"],
+    },
+    Explanation {
+        fragments: &["creating runtime static files directory", "permission denied"],
+        message: "creating runtime static files directory: mkdir ...: permission denied",
+        checks: &["storage.writable", "env.home"],
+    },
+    Explanation {
+        fragments: &["read-only file system"],
+        message: "...: read-only file system",
+        checks: &["env.home", "storage.writable"],
+    },
+    Explanation {
+        fragments: &["no space left on device"],
+        message: "no space left on device",
+        checks: &["env.runtime_dir.fs", "storage.writable"],
+    },
+    Explanation {
+        fragments: &["libpod/tmp/pause.pid: no such file or directory"],
+        message: "open $XDG_RUNTIME_DIR/libpod/tmp/pause.pid: no such file or directory (a full runtime dir)",
+        checks: &["env.runtime_dir.fs", "env.runtime_dir.podman"],
+    },
+    Explanation {
+        fragments: &["/.config/containers/storage.conf: permission denied"],
+        message: "stat ~/.config/containers/storage.conf: permission denied",
+        checks: &["env.home", "env.config_dirs"],
+    },
+    Explanation {
+        fragments: &["default oci runtime", "not found"],
+        message: "default OCI runtime \"NAME\" not found",
+        checks: &["engine.runtime"],
+    },
+    Explanation {
+        fragments: &["should have setuid or have filecaps setuid"],
+        message: "newuidmap should have setuid or have filecaps setuid",
+        checks: &["uidmap.privs"],
+    },
+    Explanation {
+        fragments: &["cannot set up namespace using", "newuidmap"],
+        message: "cannot set up namespace using \".../newuidmap\": exit status 1",
+        checks: &["uidmap.privs", "proc.nnp", "proc.capbnd", "id.gid", "subid.ranges"],
+    },
+    Explanation {
+        fragments: &["cannot re-exec process"],
+        message: "cannot re-exec process",
+        checks: &["kernel.userns", "uidmap.privs", "proc.nnp"],
+    },
+    Explanation {
+        fragments: &["includes the user uid"],
+        message: "subuid range includes the user UID",
+        checks: &["subid.ranges"],
+    },
+    Explanation {
+        fragments: &["\"xdg_runtime_dir\" is not set"],
+        message: "dbus-daemon: \"XDG_RUNTIME_DIR\" is not set",
+        checks: &["env.runtime_dir.set"],
+    },
+    Explanation {
+        fragments: &["is owned by uid", "not our uid"],
+        message: "dbus-daemon: $XDG_RUNTIME_DIR is owned by uid 0, not our uid N",
+        checks: &["env.runtime_dir.owner"],
+    },
+    Explanation {
+        fragments: &["failed to connect to bus: no medium found"],
+        message: "systemctl --user: Failed to connect to bus: No medium found",
+        checks: &["env.runtime_dir.set", "session.bus"],
     },
     Explanation {
         fragments: &["create directory", "/run/user/"],
@@ -157,7 +232,10 @@ mod tests {
                 "Error: error creating runtime static files: XDG_RUNTIME_DIR directory \"/run/user/0\" is not owned by the current user",
                 &["env.runtime_dir.owner"],
             ),
-            ("Error: mkdir /run/user/1000: permission denied", &["env.runtime_dir.set", "env.runtime_dir.owner"]),
+            (
+                "Error: mkdir /run/user/1000: permission denied",
+                &["env.runtime_dir.set", "env.runtime_dir.owner", "env.runtime_dir.podman"],
+            ),
             (
                 "Error: cannot find UID/GID for user alice: no subuid ranges found for user \"alice\" in /etc/subuid - check rootless mode in man pages.",
                 &["subid.ranges", "id.user"],
@@ -173,6 +251,32 @@ mod tests {
             ("newuidmap: Target process 123 is owned by a different user: uid:1000 pid:123", &["id.gid"]),
             ("Error: slirp4netns failed: \"open(\\\"/dev/net/tun\\\"): Permission denied\"", &["net.helper"]),
             ("something else entirely", &[]),
+            (
+                "Error: cannot set up namespace using \"/tmp/x/newuidmap\": should have setuid or have filecaps setuid: exit status 1",
+                &["uidmap.privs", "proc.nnp", "proc.capbnd", "id.gid", "subid.ranges"],
+            ),
+            ("Error: cannot re-exec process", &["kernel.userns", "uidmap.privs", "proc.nnp"]),
+            ("Error: subuid range 1000:65536 includes the user UID 1000", &["subid.ranges"]),
+            (
+                "Error: open /run/user/1000/libpod/tmp/events/events.log: no space left on device",
+                &["env.runtime_dir.fs", "storage.writable"],
+            ),
+            (
+                "Error: creating runtime static files directory: mkdir /home/a/.local: read-only file system",
+                &["env.home", "storage.writable"],
+            ),
+            (
+                "time=\"x\" level=error msg=\"stat /root/.config/containers/storage.conf: permission denied\"",
+                &["env.home", "env.config_dirs"],
+            ),
+            ("Error: default OCI runtime \"crun\" not found: invalid argument", &["engine.runtime"]),
+            ("set sticky bit on: chmod /run/user/1000/libpod: operation not permitted", &["env.runtime_dir.podman"]),
+            ("dbus-daemon[12]: Failed to start message bus: \"XDG_RUNTIME_DIR\" is not set", &["env.runtime_dir.set"]),
+            (
+                "Failed to start message bus: /run/user/0 is owned by uid 0, not our uid 1000",
+                &["env.runtime_dir.owner"],
+            ),
+            ("Failed to connect to bus: No medium found", &["env.runtime_dir.set", "session.bus"]),
         ];
         for (text, want) in cases {
             assert_eq!(explain(text).1, *want, "{text}");

@@ -128,7 +128,9 @@ pub(super) fn userns(ctx: &Context) -> Verdict {
         );
     };
     let mut cmd = ctx.command(unshare);
-    cmd.args(["--user", "--map-root-user", "true"]);
+    // By absolute path: the probe is of the kernel, not of the PATH.
+    let truth = ["/usr/bin/true", "/bin/true"].into_iter().find(|p| Path::new(p).is_file()).unwrap_or("/bin/true");
+    cmd.args(["--user", "--map-root-user", truth]);
     match run_with_timeout(&mut cmd, ctx.probe_timeout) {
         Ok(ran) if ran.status.is_some_and(|s| s.success()) => {
             facts.push("unshare --user works".into());

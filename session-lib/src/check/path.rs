@@ -60,6 +60,71 @@ pub(super) fn tools(ctx: &Context) -> Verdict {
     }
 }
 
+/// The OCI runtime containers.conf names (`[engine] runtime`), found in
+/// its `[engine.runtimes]` paths, podman's helper dirs or PATH.
+pub(super) fn engine_runtime(ctx: &Context) -> Verdict {
+    let conf = super::podman_conf::containers_conf(ctx);
+    let files = if conf.files.is_empty() {
+        "none".to_string()
+    } else {
+        conf.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let evidence = format!("containers.conf files read: {files}; [engine.runtimes], PATH, podman's helper dirs");
+    let expected = "the configured OCI runtime (default crun, else runc) is installed";
+    if !conf.errors.is_empty() {
+        return Verdict::new(
+            Status::Fail,
+            format!("containers.conf does not parse: {}", conf.errors.join("; ")),
+            expected,
+            evidence,
+        )
+        .fix(Who::User, "fix the TOML syntax of that file (podman refuses to start on it)");
+    }
+    let find = |name: &str| -> Option<std::path::PathBuf> {
+        if name.starts_with('/') {
+            return Some(Path::new(name).to_path_buf()).filter(|p| p.is_file());
+        }
+        conf.runtimes
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .map(Path::to_path_buf)
+            .or_else(|| ctx.find_helper(name))
+    };
+    match &conf.runtime {
+        None => match RUNTIMES.iter().find_map(|r| find(r).map(|p| (*r, p))) {
+            Some((name, p)) => {
+                Verdict::pass(format!("not set: podman uses {name} ({})", p.display()), expected, evidence)
+            }
+            None => Verdict::new(Status::Fail, "not set, and neither crun nor runc is installed", expected, evidence)
+                .fix(Who::Admin, "`apt-get install crun` (or runc)"),
+        },
+        Some(set) => match find(&set.value) {
+            Some(p) => Verdict::pass(
+                format!("runtime = \"{}\" ({}): {}", set.value, set.file.display(), p.display()),
+                expected,
+                evidence,
+            ),
+            None => {
+                let observed = format!(
+                    "runtime = \"{}\" in {}: not installed (podman: `default OCI runtime \"{}\" not found`)",
+                    set.value,
+                    set.file.display(),
+                    set.value
+                );
+                let other = RUNTIMES.iter().filter(|r| **r != set.value).find(|r| find(r).is_some());
+                let v = Verdict::new(Status::Fail, observed, expected, evidence);
+                match other {
+                    Some(r) => v.fix(Who::User, format!("set `runtime = \"{r}\"` under [engine] in {} (installed here), or ask an admin to install {}", set.file.display(), set.value)),
+                    None => v.fix(Who::Admin, format!("install {0} (`apt-get install {0}`) or set another runtime in {1}", set.value, set.file.display())),
+                }
+            }
+        },
+    }
+}
+
 /// Permitted capability bits of a `security.capability` value, if its
 /// effective flag is set (what makes them apply at exec).
 fn file_caps(value: &[u8]) -> Option<u64> {
@@ -134,7 +199,7 @@ pub(super) fn uidmap_privs(ctx: &Context) -> Verdict {
         v.fix(
             Who::User,
             format!(
-                "{} and {} shadow the working /usr/bin ones: remove them or put /usr/bin first in PATH",
+                "{} and {} shadow the working /usr/bin ones: remove them or put /usr/bin first: `export PATH=/usr/bin:$PATH` (podman says `should have setuid or have filecaps setuid`)",
                 uidmap.display(),
                 gidmap.display()
             ),
@@ -179,7 +244,9 @@ mod tests {
         assert!(v.observed.contains("newuidmap"), "{}", v.observed);
         assert_eq!(
             uidmap_privs(&ctx).status,
-            Status::Skipped("newuidmap/newgidmap not in PATH (see path.tools)".into())
+            Status::Skipped(crate::check::SkipReason::Unavailable(
+                "newuidmap/newgidmap not in PATH (see path.tools)".into()
+            ))
         );
         // A plain copy of newuidmap first in PATH: no setuid, no caps.
         if Path::new("/usr/bin/newuidmap").exists() {

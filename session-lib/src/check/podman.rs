@@ -15,18 +15,46 @@ pub(super) fn info(ctx: &Context) -> Verdict {
     let evidence = "`podman info --format json` as the user";
     let expected = "podman answers in time: rootless, at least 2 uid map lines, runRoot under XDG_RUNTIME_DIR";
     let Some(podman) = ctx.which("podman") else { return Verdict::skipped("podman not in PATH", evidence) };
-    let mut cmd = ctx.command(&podman);
+    // As root: podman in its own session, killed with us, with only the
+    // environment of the checked session (command_with clears the rest).
+    let as_root = nix::unistd::geteuid().is_root();
+    let setup = crate::ffi::check::ChildSetup { new_session: as_root, die_with_parent: as_root };
+    let mut cmd = ctx.command_with(&podman, setup);
     cmd.args(["info", "--format", "json"]);
-    let ran = match run_with_timeout(&mut cmd, ctx.podman_timeout) {
+    let pause_before = live_pause_process(ctx);
+    let ran = run_with_timeout(&mut cmd, ctx.podman_timeout);
+    // A pause process this run started (none was there before): stop it,
+    // as root, so that `check --user` leaves nothing of the user running.
+    let stopped = match (as_root && ctx.uid != 0, pause_before, live_pause_process(ctx)) {
+        (true, None, Some(pid)) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+            format!("; stopped the pause process {pid} it started")
+        }
+        _ => String::new(),
+    };
+    let ran = match ran {
         Ok(r) => r,
         Err(e) => {
             return Verdict::new(Status::Fail, format!("cannot run {}: {e}", podman.display()), expected, evidence);
         }
     };
     let Some(status) = ran.status else {
-        return Verdict::new(Status::Fail, format!("no answer within {:?}", ctx.podman_timeout), expected, evidence).fix(
+        let holders = storage_lock_holders(ctx);
+        if !holders.is_empty() {
+            return Verdict::new(
+                Status::Fail,
+                format!("no answer within {:?}: {}{stopped}", ctx.podman_timeout, holders.join("; ")),
+                expected,
+                evidence,
+            )
+            .fix(
+                Who::User,
+                "podman waits for that storage lock: let that process finish, or stop it (`kill PID`; as an admin if it is not yours)",
+            );
+        }
+        return Verdict::new(Status::Fail, format!("no answer within {:?}{stopped}", ctx.podman_timeout), expected, evidence).fix(
             Who::User,
-            "podman hangs: look for a stuck pause process (`pkill -u $USER catatonit` ends it) or storage on a slow or network filesystem (storage.fs)",
+            "podman hangs with no storage lock held by another process: look for storage on a slow or network filesystem (storage.fs), or a stuck pause process (`podman system migrate`)",
         );
     };
     let mut problems = Vec::new();
@@ -44,8 +72,18 @@ pub(super) fn info(ctx: &Context) -> Verdict {
         let err = ran.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
         let (_, ids) = explain(&ran.stderr);
         let see = if ids.is_empty() { String::new() } else { format!(" (see {})", ids.join(", ")) };
-        return Verdict::new(Status::Fail, format!("{status}: {err}{see}"), expected, evidence)
-            .fix(Who::User, "fix the checks named above, then `podman system migrate`");
+        let fix = if ids.is_empty() {
+            format!(
+                "podman's own message above names the cause (`jupyter-session check --explain '{err}'` maps known ones)"
+            )
+        } else {
+            format!(
+                "see the fixes of {} in this report (run them without --deep to see them alone), then `podman system migrate`",
+                ids.join(", ")
+            )
+        };
+        return Verdict::new(Status::Fail, format!("{status}: {err}{see}{stopped}"), expected, evidence)
+            .fix(Who::User, fix);
     }
     let json: serde_json::Value = match serde_json::from_str(&ran.stdout) {
         Ok(v) => v,
@@ -64,7 +102,7 @@ pub(super) fn info(ctx: &Context) -> Verdict {
         related.push("subid.ranges");
     }
     let observed_base = format!(
-        "podman {} in {} ms: rootless={}, {uidmap_lines} uid map lines, runRoot={run_root}",
+        "podman {} in {} ms: rootless={}, {uidmap_lines} uid map lines, runRoot={run_root}{stopped}",
         json.pointer("/version/Version").and_then(|v| v.as_str()).unwrap_or("?"),
         ran.elapsed.as_millis(),
         rootless.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
@@ -83,6 +121,64 @@ pub(super) fn info(ctx: &Context) -> Verdict {
     let see = if related.is_empty() { String::new() } else { format!("see {}", related.join(", ")) };
     let v = Verdict::new(Status::Warn, format!("{observed_base}; {}", problems.join("; ")), expected, evidence);
     if see.is_empty() { v } else { v.fix(Who::User, see) }
+}
+
+/// The pid in `$XDG_RUNTIME_DIR/libpod/tmp/pause.pid`, if that process
+/// runs as the user (real uid) — podman's rootless pause process.
+fn live_pause_process(ctx: &Context) -> Option<u32> {
+    let dir = ctx.runtime_dir()?;
+    let pid: u32 = super::read_text(&dir.join("libpod/tmp/pause.pid"))?.trim().parse().ok()?;
+    let status = super::read_text(Path::new(&format!("/proc/{pid}/status")))?;
+    let uid: u32 = super::status_field(&status, "Uid")?.split_whitespace().next()?.parse().ok()?;
+    (uid == ctx.uid).then_some(pid)
+}
+
+/// Processes holding a lock (/proc/locks) on one of podman's storage lock
+/// files of this user, as "pid N (comm, uid U) holds FILE".
+fn storage_lock_holders(ctx: &Context) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (graphroot, _) = super::system::graphroot(ctx);
+    let mut files = vec![graphroot.join("storage.lock"), graphroot.join("userns.lock")];
+    for d in [
+        "overlay-layers/layers.lock",
+        "overlay-images/images.lock",
+        "overlay-containers/containers.lock",
+        "vfs-layers/layers.lock",
+        "vfs-images/images.lock",
+        "vfs-containers/containers.lock",
+    ] {
+        files.push(graphroot.join(d));
+    }
+    let inodes: Vec<(u64, std::path::PathBuf)> = files.into_iter().filter_map(|f| fs_ino(&f).map(|i| (i, f))).collect();
+    let locks = super::read_text(Path::new("/proc/locks")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in locks.lines() {
+        // "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks waiters)
+        if line.contains("->") {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(pid), Some(dev_ino)) = (f.get(4), f.get(5)) else { continue };
+        let Some(ino) = dev_ino.rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) else { continue };
+        let Some((_, file)) = inodes.iter().find(|(i, _)| *i == ino) else { continue };
+        let comm = super::read_text(Path::new(&format!("/proc/{pid}/comm"))).unwrap_or_default();
+        let uid = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid().to_string()).unwrap_or_else(|_| "?".into());
+        let entry = format!(
+            "pid {pid} ({}, uid {uid}) holds {} {}",
+            comm.trim(),
+            f.get(3).unwrap_or(&"").to_lowercase(),
+            file.display()
+        );
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+fn fs_ino(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ fn label_type(label: &str) -> Option<&str> {
 
 pub(super) fn runtime_dir(ctx: &Context) -> Verdict {
     let enforce = ctx.paths.selinux_root.join("enforce");
-    let dir = PathBuf::from(ctx.var("XDG_RUNTIME_DIR").unwrap_or_default());
+    let Some(dir) = ctx.runtime_dir() else { return Verdict::skipped(ctx.no_runtime_dir(), "$XDG_RUNTIME_DIR") };
     let evidence =
         format!("{}, lgetxattr(security.selinux) of {}, the policy's file_contexts", enforce.display(), dir.display());
     match read_text(&enforce).map(|t| t.trim().to_string()) {

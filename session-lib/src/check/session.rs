@@ -90,14 +90,34 @@ pub(super) fn bus(ctx: &Context) -> Verdict {
         (None, Some(rt)) => PathBuf::from(rt).join("bus"),
         (None, None) => PathBuf::new(),
     };
+    let conf = super::podman_conf::containers_conf(ctx);
+    let explicit_systemd = conf.cgroup_manager.as_ref().filter(|s| s.value == "systemd");
+    if !ctx.paths.systemd_run.is_dir() && explicit_systemd.is_none() {
+        // Nothing to connect to and nothing that needs it: podman picks
+        // cgroupfs and the file events logger by itself.
+        return Verdict::new(
+            Status::Info,
+            format!(
+                "no systemd on this host ({} missing): podman uses the cgroupfs manager and the file events logger, no session bus needed",
+                ctx.paths.systemd_run.display()
+            ),
+            expected,
+            evidence,
+        );
+    }
     let fallback = "without a session bus podman uses the cgroupfs manager and warns \"The cgroupv2 manager is set to systemd but there is no systemd user session available\": set `cgroup_manager = \"cgroupfs\"` and `events_logger = \"file\"` under [engine] in ~/.config/containers/containers.conf to make that explicit";
+    let why = explicit_systemd
+        .map(|s| {
+            format!(" (cgroup_manager = \"systemd\" in {}: podman warns and falls back to cgroupfs)", s.file.display())
+        })
+        .unwrap_or_default();
     if socket.as_os_str().is_empty() {
-        return Verdict::new(Status::Warn, "no bus address and no XDG_RUNTIME_DIR", expected, evidence)
+        return Verdict::new(Status::Warn, format!("no bus address and no XDG_RUNTIME_DIR{why}"), expected, evidence)
             .fix(Who::User, fallback);
     }
     match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(_) => Verdict::pass(format!("{} accepts connections", socket.display()), expected, evidence),
-        Err(e) => Verdict::new(Status::Warn, format!("{}: {e}", socket.display()), expected, evidence)
+        Err(e) => Verdict::new(Status::Warn, format!("{}: {e}{why}", socket.display()), expected, evidence)
             .fix(Who::User, fallback),
     }
 }
@@ -118,6 +138,11 @@ mod tests {
     fn bus_and_linger() {
         let t = Fixture::new("bus");
         let ctx = t.healthy();
+        // No systemd on the (fixture's) host: nothing needs a bus.
+        let v = bus(&ctx);
+        assert!(v.status == Status::Info && v.observed.contains("cgroupfs"), "{v:?}");
+        // With systemd, or cgroup_manager = "systemd" configured: a warning.
+        std::fs::create_dir_all(&ctx.paths.systemd_run).unwrap();
         let v = bus(&ctx);
         assert_eq!(v.status, Status::Warn);
         assert!(v.fix.unwrap().text.contains("cgroup_manager"));

@@ -155,7 +155,8 @@ pub(super) fn ranges(ctx: &Context) -> Verdict {
         .fix(Who::Admin, format!("remove that range and give one outside real ids: {add}"));
     }
     if total(&uids) < MIN_IDS || total(&gids) < MIN_IDS {
-        return Verdict::new(Status::Warn, observed, expected, evidence).fix(
+        // Most images own files up to uid 65534 (nobody): podman fails on them.
+        return Verdict::new(Status::Fail, format!("{observed}: fewer than {MIN_IDS}"), expected, evidence).fix(
             Who::Admin,
             format!("{add} (images with ids above the range fail with \"potentially insufficient UIDs or GIDs\")"),
         );
@@ -215,7 +216,8 @@ pub(super) fn overlap(ctx: &Context) -> Verdict {
 }
 
 pub(super) fn live(ctx: &Context) -> Verdict {
-    let runtime = Path::new(ctx.var("XDG_RUNTIME_DIR").unwrap_or_default());
+    let Some(runtime) = ctx.runtime_dir() else { return Verdict::skipped(ctx.no_runtime_dir(), "$XDG_RUNTIME_DIR") };
+    let runtime = runtime.as_path();
     let pid_file = runtime.join("libpod/tmp/pause.pid");
     let evidence = format!("{}, /proc/PID/uid_map", pid_file.display());
     let Some(pw) = &ctx.user else { return Verdict::skipped("the user does not resolve", evidence) };
@@ -249,6 +251,20 @@ pub(super) fn live(ctx: &Context) -> Verdict {
     );
     if own && all_in_ranges && mapped_sub == total(&uids) {
         return Verdict::pass(observed, expected, evidence);
+    }
+    if mapped_sub == 0 && !uids.is_empty() {
+        // Only the user's own uid: every image with other ids fails until
+        // the pause process is restarted.
+        return Verdict::new(
+            Status::Fail,
+            format!("{observed}: a single-id mapping although subuids {} are configured", shown(&uids)),
+            expected,
+            evidence,
+        )
+        .fix(
+            Who::User,
+            "`podman system migrate` (stops the pause process, which kept the single-id map of a run before the ranges existed; podman says \"potentially insufficient UIDs or GIDs\")",
+        );
     }
     Verdict::new(Status::Warn, format!("{observed}; configured subuids {}", shown(&uids)), expected, evidence).fix(
         Who::User,
@@ -289,7 +305,7 @@ mod tests {
         );
         assert!(fix.text.contains("podman system migrate"));
         fs::write(&ctx.paths.subuid, format!("{}:300000:1000\n", t.name)).unwrap();
-        assert_eq!(ranges(&ctx).status, Status::Warn);
+        assert_eq!(ranges(&ctx).status, Status::Fail);
         fs::write(&ctx.paths.subuid, format!("{}:{}:65536\n", t.name, t.uid)).unwrap();
         let v = ranges(&ctx);
         assert!(v.status == Status::Fail && v.observed.contains("own uid"), "{v:?}");

@@ -62,35 +62,62 @@ pub(super) fn cgroup_controllers(ctx: &Context) -> Verdict {
     )
 }
 
-/// Podman's storage location for this user: storage.conf's graphroot (or
-/// rootless_storage_path), else $XDG_DATA_HOME/containers/storage.
+/// Podman's storage location for this user (storage.conf, in podman's order).
 pub(super) fn graphroot(ctx: &Context) -> (PathBuf, String) {
-    let home = PathBuf::from(ctx.var("HOME").unwrap_or_default());
-    let config_home = match ctx.var("XDG_CONFIG_HOME") {
-        Some(v) if v.starts_with('/') => PathBuf::from(v),
-        _ => home.join(".config"),
-    };
-    let expand = |s: &str| {
-        s.replace("$HOME", &home.display().to_string())
-            .replace("$UID", &ctx.uid.to_string())
-            .replace("$USER", &ctx.name_or_placeholder())
-    };
-    for (file, key) in [
-        (config_home.join("containers/storage.conf"), "graphroot"),
-        (PathBuf::from("/etc/containers/storage.conf"), "rootless_storage_path"),
-    ] {
-        let value = read_text(&file)
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .and_then(|t| t.get("storage")?.get(key)?.as_str().map(str::to_string));
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            return (PathBuf::from(expand(&v)), format!("{key} in {}", file.display()));
+    let s = super::podman_conf::storage(ctx);
+    (s.graphroot, s.graphroot_source)
+}
+
+/// graphroot (and a configured runroot) can be written by the user: the
+/// directory, or where it does not exist yet its closest existing parent.
+pub(super) fn storage_writable(ctx: &Context) -> Verdict {
+    let storage = super::podman_conf::storage(ctx);
+    let mut paths = vec![(storage.graphroot.clone(), storage.graphroot_source.clone())];
+    if let Some(r) = &storage.runroot {
+        paths.push(r.clone());
+    }
+    let evidence =
+        "lstat and statvfs of graphroot/runroot (storage.conf in podman's order) or their closest existing parent";
+    let expected = format!(
+        "graphroot {} (and runroot) writable by uid {}: owned, or creatable in a writable parent",
+        storage.graphroot.display(),
+        ctx.uid
+    );
+    let name = ctx.name_or_placeholder();
+    let mut problems = Vec::new();
+    let mut chown = Vec::new();
+    for (path, source) in &paths {
+        let Some(at) = existing_ancestor(path) else { continue };
+        let Ok(meta) = fs::metadata(&at) else { continue };
+        let what = if &at == path {
+            format!("{} ({source})", path.display())
+        } else {
+            format!("{} (parent of {}, {source})", at.display(), path.display())
+        };
+        if &at == path && meta.uid() != ctx.uid {
+            problems.push(format!("{what} is owned by uid {}", meta.uid()));
+            chown.push(at.display().to_string());
+        } else if let Some(why) = super::env::unwritable(ctx, &at, &meta) {
+            problems.push(format!("{what}: {why}"));
+            if !why.contains("read-only") {
+                chown.push(at.display().to_string());
+            }
         }
     }
-    let data_home = match ctx.var("XDG_DATA_HOME") {
-        Some(v) if v.starts_with('/') => PathBuf::from(v),
-        _ => home.join(".local/share"),
+    if problems.is_empty() {
+        return Verdict::pass(format!("{}: writable", storage.graphroot.display()), expected, evidence);
+    }
+    let fix = if chown.is_empty() {
+        format!(
+            "put graphroot on a writable filesystem: graphroot = \"/var/tmp/{name}-containers/storage\" under [storage] in ~/.config/containers/storage.conf"
+        )
+    } else {
+        format!(
+            "`chown -R {name}: {}` (left by a root-run podman or tool; podman says `mkdir ...: permission denied`), or point graphroot in ~/.config/containers/storage.conf at a directory of {name}'s",
+            chown.join(" ")
+        )
     };
-    (data_home.join("containers/storage"), "default".into())
+    Verdict::new(Status::Fail, problems.join("; "), expected, evidence).fix(Who::Admin, fix)
 }
 
 /// Network and cluster filesystems rootless overlay storage does not work on.
@@ -136,7 +163,7 @@ pub(super) fn storage_mountopts(ctx: &Context) -> Verdict {
     let (root, source) = graphroot(ctx);
     let home = PathBuf::from(ctx.var("HOME").unwrap_or_default());
     let evidence = format!("statvfs of graphroot {} ({source}) and HOME", root.display());
-    let expected = "graphroot and HOME mounted without noexec (fail) and nodev (warn)";
+    let expected = "graphroot and HOME mounted without noexec and nodev";
     let mut noexec = Vec::new();
     let mut nodev = Vec::new();
     for p in [&root, &home] {
@@ -162,11 +189,12 @@ pub(super) fn storage_mountopts(ctx: &Context) -> Verdict {
     if !nodev.is_empty() {
         observed.push(format!("nodev: {}", nodev.join(", ")));
     }
-    let status = if noexec.is_empty() { Status::Warn } else { Status::Fail };
-    Verdict::new(status, observed.join("; "), expected, evidence).fix(
+    // podman works (overlay mounts of the layers carry their own flags) but
+    // volumes and `podman cp`'d programs under graphroot cannot be executed.
+    Verdict::new(Status::Warn, observed.join("; "), expected, evidence).fix(
         Who::User,
         format!(
-            "containers cannot run programs from a noexec mount: move graphroot to a filesystem mounted exec (graphroot = \"/var/tmp/{}-containers/storage\" under [storage] in ~/.config/containers/storage.conf), or an admin remounts it without noexec/nodev",
+            "podman works, but programs in volumes and build steps on that mount may not run: move graphroot to a filesystem mounted exec (graphroot = \"/var/tmp/{}-containers/storage\" under [storage] in ~/.config/containers/storage.conf), or an admin remounts it without noexec/nodev",
             ctx.name_or_placeholder()
         ),
     )
@@ -178,7 +206,7 @@ fn boot_time(ctx: &Context) -> Option<i64> {
 }
 
 pub(super) fn storage_bootid(ctx: &Context) -> Verdict {
-    let runtime = PathBuf::from(ctx.var("XDG_RUNTIME_DIR").unwrap_or_default());
+    let Some(runtime) = ctx.runtime_dir() else { return Verdict::skipped(ctx.no_runtime_dir(), "$XDG_RUNTIME_DIR") };
     let alive = runtime.join("libpod/tmp/alive");
     let boot_id_path = ctx.paths.proc_sys.join("kernel/random/boot_id");
     let evidence = format!("{} (content and mtime), {}, btime in /proc/stat", alive.display(), boot_id_path.display());
@@ -231,13 +259,29 @@ pub(super) fn net_helper(ctx: &Context) -> Verdict {
     };
     match tun_state {
         Ok(()) => Verdict::pass(format!("{}; {} usable", helper.display(), tun.display()), expected, evidence),
-        Err(why) => Verdict::new(Status::Warn, format!("{}; {why}", helper.display()), expected, evidence).fix(
+        Err(why) => {
+            let conf = super::podman_conf::containers_conf(ctx);
+            let netns = conf.netns.as_ref().map(|s| s.value.as_str());
+            let (status, note) = match netns {
+                Some("none") | Some("host") => (
+                    Status::Warn,
+                    format!(
+                        "; netns = \"{}\" in {}, so containers do not use it by default",
+                        netns.unwrap_or(""),
+                        conf.netns.as_ref().map(|s| s.file.display().to_string()).unwrap_or_default()
+                    ),
+                ),
+                // The default network of a rootless container is slirp4netns (or pasta).
+                _ => (Status::Fail, "; podman's default network needs it".to_string()),
+            };
+            Verdict::new(status, format!("{}; {why}{note}", helper.display()), expected, evidence).fix(
             Who::Admin,
             format!(
                 "`chmod 0666 {}` (the usual mode; the tun driver checks access itself) — otherwise slirp4netns fails with 'open(\"/dev/net/tun\"): Permission denied'; `--network none` works meanwhile",
                 tun.display()
             ),
-        ),
+        )
+        }
     }
 }
 

@@ -72,6 +72,9 @@ impl Fixture {
             subgid: self.root.join("etc/subgid"),
             nsswitch: self.root.join("etc/nsswitch.conf"),
             linger_dir: self.root.join("linger"),
+            containers_share: self.root.join("usr-share-containers"),
+            containers_etc: self.root.join("etc/containers"),
+            systemd_run: self.root.join("run/systemd/system"),
             ..SystemPaths::default()
         };
         Context {

@@ -2,6 +2,7 @@
 //! interfaces that nix does not cover. Each block carries a `// SAFETY:` note.
 #![allow(unsafe_code)]
 
+pub mod check;
 pub mod keyring;
 pub mod mntns;
 pub mod pam;
