@@ -22,6 +22,7 @@ pub mod runtime_dir;
 pub mod selinux;
 pub mod session;
 pub mod session_env;
+pub mod trust;
 pub mod user;
 
 pub use config::Config;

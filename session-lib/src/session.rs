@@ -229,11 +229,16 @@ impl Sessions {
 
     /// Reap stale records of every user, close id sessions older than
     /// `older_than` seconds, and remove runtime dirs nobody needs any more.
+    /// Never waits for a user's lock: a user whose open or close is under
+    /// way (or stuck) is skipped and reported in `busy`.
     pub fn gc(&self, older_than: Option<u64>) -> Result<GcReport, SessionError> {
         let mut report = GcReport::default();
         let now = crate::registry::now();
         for uid in self.registry.uids()? {
-            let sessions = self.registry.lock_user(uid)?;
+            let Some(sessions) = self.registry.try_lock_user(uid)? else {
+                report.busy.push(uid);
+                continue;
+            };
             let pass = sessions.reap_stale()?;
             report.reaped.extend(pass.reaped);
             report.unreadable += pass.unreadable;
@@ -309,6 +314,8 @@ pub struct GcReport {
     pub unreadable: usize,
     pub removed_dirs: Vec<PathBuf>,
     pub kept_dirs: Vec<(PathBuf, String)>,
+    /// Users whose lock was held by someone else: skipped this time.
+    pub busy: Vec<u32>,
 }
 
 /// How a PAM open_session ended, mapped to a PAM code by the module.
