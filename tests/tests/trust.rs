@@ -54,8 +54,11 @@ fn wrapped(module_args: &str, user: &str, ops: &[&str]) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-/// (name, owner and mode) of each entry of a directory.
-fn files_in(dir: &Path) -> Vec<(String, Option<(u32, u32, u32)>)> {
+/// A directory entry's name, and its (uid, gid, mode).
+type Listed = (String, Option<(u32, u32, u32)>);
+
+/// Each entry of a directory.
+fn files_in(dir: &Path) -> Vec<Listed> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -173,7 +176,7 @@ fn registry_files_have_exact_modes_under_umask_000() {
         user.name
     )));
     assert!(out.status.success(), "{}", text(&out));
-    let files: Vec<(String, Option<(u32, u32, u32)>)> =
+    let files: Vec<Listed> =
         pam_files.into_iter().chain(files_in(&udir)).chain(files_in(&state.0.join("ids"))).collect();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     for want in ["lock", "runtime-dir", "id-umask-test.json", "umask-test"] {
