@@ -6,6 +6,7 @@
 //!   users/UID/               root 0700, one per user ever seen
 //!     lock                   flock(LOCK_EX) serializes open/close for UID
 //!     runtime-dir            "dev ino plain|tmpfs": the runtime dir we made
+//!                            ("pending" while making it)
 //!     p<pid>-<start>-<n>.json  a session kept by a process
 //!     id-<ID>.json           a session with an explicit id (Slurm, admins)
 //!   ids/ID                   "UID": which user an explicit id belongs to
@@ -36,6 +37,9 @@ use crate::runtime_dir::Created;
 use crate::trust::{TrustError, Want, open_trusted};
 
 const RECORD_VERSION: u32 = 1;
+
+/// The runtime-dir marker's content while a runtime dir is being made.
+const PENDING: &[u8] = b"pending\n";
 
 /// One open session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -588,6 +592,19 @@ impl UserSessions {
     pub fn runtime_dir_marker(&self) -> Option<Created> {
         let bytes = read_at(&self.dir, "runtime-dir")?;
         Created::decode(std::str::from_utf8(&bytes).ok()?)
+    }
+
+    /// Whether the marker says "about to create": an open that was killed
+    /// between deciding to create the runtime dir and recording what it made.
+    pub fn runtime_dir_pending(&self) -> bool {
+        read_at(&self.dir, "runtime-dir").is_some_and(|b| b == PENDING)
+    }
+
+    /// Say "about to create the runtime dir" before creating it, so that a
+    /// crash before [`set_runtime_dir_marker`](Self::set_runtime_dir_marker)
+    /// leaves a trace the next open, close or gc of the user settles.
+    pub fn mark_runtime_dir_pending(&self) -> Result<(), RegistryError> {
+        self.replace("runtime-dir", PENDING)
     }
 
     /// Record (or, with `None`, forget) the runtime dir we created.

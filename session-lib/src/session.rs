@@ -154,7 +154,30 @@ impl Sessions {
                 user.uid
             ));
         }
-        let prepared = self.dirs.ensure(user.uid, user.gid)?;
+        // A runtime dir left by an open killed while making it: settle it
+        // like any other of ours (removed when nobody needs it).
+        if self.adopt_pending_dir(&sessions) && reaped.live.is_empty() {
+            let _ = self.settle(&sessions, 0, &user.name);
+        }
+        // Say we are about to make it: a SIGKILL between mkdir and recording
+        // the new dir must not leave a dir nobody knows is ours.
+        let absent = std::fs::symlink_metadata(self.dirs.path_for(user.uid))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if absent {
+            sessions.mark_runtime_dir_pending()?;
+        }
+        let prepared = match self.dirs.ensure(user.uid, user.gid) {
+            Ok(p) => p,
+            Err(e) => {
+                if absent {
+                    let _ = sessions.set_runtime_dir_marker(None);
+                }
+                return Err(e.into());
+            }
+        };
+        if absent && prepared.created.is_none() {
+            let _ = sessions.set_runtime_dir_marker(None);
+        }
         notes.extend(prepared.notes.iter().cloned());
         if let Some(created) = &prepared.created {
             notes.push(format!("created {}", prepared.path.display()));
@@ -253,7 +276,7 @@ impl Sessions {
                     live += 1;
                 }
             }
-            if sessions.runtime_dir_marker().is_some() {
+            if sessions.runtime_dir_marker().is_some() || sessions.runtime_dir_pending() {
                 let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
                 match self.settle(&sessions, live, &name) {
                     DirFate::Removed => report.removed_dirs.push(self.dirs.path_for(uid)),
@@ -264,9 +287,32 @@ impl Sessions {
         Ok(report)
     }
 
+    /// A "pending" marker (an open killed while making the runtime dir)
+    /// becomes the marker of the dir now there, or goes if there is none.
+    /// True if there was one.
+    fn adopt_pending_dir(&self, sessions: &UserSessions) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if !sessions.runtime_dir_pending() {
+            return false;
+        }
+        let path = self.dirs.path_for(sessions.uid());
+        let parent_dev = path.parent().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.dev());
+        let adopted = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => Some(crate::runtime_dir::Created {
+                dev: m.dev(),
+                ino: m.ino(),
+                tmpfs: parent_dev.is_some_and(|d| d != m.dev()),
+            }),
+            _ => None,
+        };
+        let _ = sessions.set_runtime_dir_marker(adopted.as_ref());
+        true
+    }
+
     /// After a close: remove the runtime dir if the policy says so. `live`
     /// is the number of sessions of the user still open.
     fn settle(&self, sessions: &UserSessions, live: usize, user: &str) -> DirFate {
+        self.adopt_pending_dir(sessions);
         let uid = sessions.uid();
         if live > 0 {
             return DirFate::Kept(format!("{live} other session(s) of uid {uid} still open"));
