@@ -222,6 +222,9 @@ pub fn gc(args: GcArgs) -> i32 {
             for (dir, why) in &report.kept_dirs {
                 println!("kept {}: {why}", dir.display());
             }
+            for uid in &report.busy {
+                println!("uid {uid} busy, skipped (an open or close of it holds its lock; run gc again later)");
+            }
             0
         }
         Err(e) => fail(e),

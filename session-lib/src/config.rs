@@ -3,8 +3,11 @@
 //!
 //! Nothing needs a config file. The file is `/etc/security/jupyter-session.toml`
 //! unless `config=PATH` names another; a missing default file is fine, a
-//! missing explicitly named one is an error. Every error names the key, the
-//! value and where it came from (file and line, or "module argument").
+//! missing explicitly named one is an error. The file is trusted only if it
+//! and every directory above it are owned by root and not writable by group
+//! or others (see [`crate::trust`]); it is read through the fd that was
+//! checked. Every error names the key, the value and where it came from
+//! (file and line, or "module argument").
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -108,6 +111,12 @@ impl fmt::Display for Source {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfigError {
+    /// The file, or a directory above it, may be changed by someone other
+    /// than root: refused, not read.
+    Untrusted {
+        path: PathBuf,
+        reason: String,
+    },
     /// The file could not be read (other than a missing default file).
     Read {
         path: PathBuf,
@@ -134,6 +143,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ConfigError::Untrusted { path, reason } => {
+                write!(f, "refusing config file {}: {reason}", path.display())
+            }
             ConfigError::Read { path, reason } => write!(
                 f,
                 "cannot read config file {}: {reason}; fix its permissions or remove config= from the PAM line",
@@ -187,13 +199,21 @@ impl RawValue {
     }
 }
 
-impl Config {
-    /// The configuration a PAM module with these arguments runs with:
-    /// defaults, then the file (`config=PATH` or the default file), then the
-    /// other arguments. A bare `debug` argument means `debug=true`.
-    pub fn from_module_args<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
-        let mut file: Option<PathBuf> = None;
-        let mut pairs = Vec::new();
+/// The largest config file read (anything longer is cut there and then
+/// fails to parse, naming the line).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// PAM module arguments, parsed but not yet applied: `config=PATH` and the
+/// `key=value` pairs that override the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleArgs {
+    pub config: Option<PathBuf>,
+    pub pairs: Vec<(String, String)>,
+}
+
+impl ModuleArgs {
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<ModuleArgs, ConfigError> {
+        let mut out = ModuleArgs::default();
         for arg in args {
             let arg = arg.as_ref();
             let (key, value) = match arg.split_once('=') {
@@ -217,40 +237,81 @@ impl Config {
                         expected: "an absolute path to a TOML file".into(),
                     });
                 }
-                file = Some(PathBuf::from(value));
+                out.config = Some(PathBuf::from(value));
             } else {
-                pairs.push((key.to_string(), value.to_string()));
+                out.pairs.push((key.to_string(), value.to_string()));
             }
         }
-        let mut config = Config::load(file.as_deref())?;
-        for (key, value) in pairs {
-            config.set(&key, RawValue::Text(value), Source::Argument)?;
+        Ok(out)
+    }
+
+    /// Apply the `key=value` pairs over `config`.
+    pub fn apply(&self, config: &mut Config) -> Result<(), ConfigError> {
+        for (key, value) in &self.pairs {
+            config.set(key, RawValue::Text(value.clone()), Source::Argument)?;
         }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The configuration a PAM module with these arguments runs with:
+    /// defaults, then the file (`config=PATH` or the default file), then the
+    /// other arguments. A bare `debug` argument means `debug=true`.
+    pub fn from_module_args<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
+        let parsed = ModuleArgs::parse(args)?;
+        let mut config = Config::load(parsed.config.as_deref())?;
+        parsed.apply(&mut config)?;
         Ok(config)
     }
 
     /// Defaults overlaid with `path` if given (which must then exist), else
-    /// with the default file if it exists.
+    /// with the default file if it exists. Either must be trusted (root's,
+    /// not writable by group or others, nor any directory above it).
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_trusting(path, 0)
+    }
+
+    /// As [`load`](Self::load), also trusting files and directories owned
+    /// by `owner`: for unprivileged tests on temporary roots only.
+    pub fn load_trusting(path: Option<&Path>, owner: u32) -> Result<Config, ConfigError> {
         match path {
-            Some(path) => Config::from_file(path),
-            None => Config::from_default_file(),
+            Some(path) => Config::read_trusted(path, owner, false),
+            None => Config::read_trusted(Path::new(DEFAULT_CONFIG_FILE), owner, true),
         }
     }
 
     /// Defaults overlaid with the default file, if it exists.
     pub fn from_default_file() -> Result<Config, ConfigError> {
-        let path = Path::new(DEFAULT_CONFIG_FILE);
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_toml(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(ConfigError::Read { path: path.into(), reason: e.to_string() }),
-        }
+        Config::load(None)
     }
 
     /// Defaults overlaid with this file, which must exist.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        Config::load(Some(path))
+    }
+
+    fn read_trusted(path: &Path, owner: u32, missing_ok: bool) -> Result<Config, ConfigError> {
+        use crate::trust::{TrustError, Want, open_trusted};
+        let fd = match open_trusted(path, Want::File, owner) {
+            Ok(fd) => fd,
+            Err(e) if missing_ok && e.is_not_found() => return Ok(Config::default()),
+            Err(e @ TrustError::Untrusted { .. }) => {
+                return Err(ConfigError::Untrusted { path: path.into(), reason: e.to_string() });
+            }
+            Err(e @ TrustError::NotFound { .. }) => {
+                return Err(ConfigError::Read { path: path.into(), reason: e.to_string() });
+            }
+            Err(TrustError::Io { culprit, errno, .. }) => {
+                let reason = if culprit == path {
+                    errno.desc().to_string()
+                } else {
+                    format!("{}: {}", culprit.display(), errno.desc())
+                };
+                return Err(ConfigError::Read { path: path.into(), reason });
+            }
+        };
+        let text = crate::trust::read_to_string(fd, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
         Config::from_toml(&text, path)
     }
@@ -523,11 +584,17 @@ mod tests {
         let path = dir.join("c.toml");
         std::fs::write(&path, "min_uid = 2000\ndebug = false\n").unwrap();
         let config_arg = format!("config={}", path.display());
-        let c = Config::from_module_args(&[config_arg.as_str(), "debug", "linger_users=a,b"]).unwrap();
+        // What from_module_args does, trusting our own files when unprivileged.
+        let args = |a: &[&str]| {
+            let parsed = ModuleArgs::parse(a)?;
+            let mut c = Config::load_trusting(parsed.config.as_deref(), me())?;
+            parsed.apply(&mut c).map(|()| c)
+        };
+        let c = args(&[config_arg.as_str(), "debug", "linger_users=a,b"]).unwrap();
         assert_eq!(c.min_uid, 2000);
         assert!(c.debug);
         assert_eq!(c.linger_users, vec!["a", "b"]);
-        let c = Config::from_module_args(&[config_arg.as_str(), "min_uid=3000"]).unwrap();
+        let c = args(&[config_arg.as_str(), "min_uid=3000"]).unwrap();
         assert_eq!(c.min_uid, 3000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -538,15 +605,49 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("given.toml");
         std::fs::write(&path, "min_uid = 700\n").unwrap();
-        let c = Config::load(Some(&path)).unwrap();
+        let c = Config::load_trusting(Some(&path), me()).unwrap();
         assert_eq!(c.min_uid, 700);
         let missing = dir.join("missing.toml");
-        let err = Config::load(Some(&missing)).unwrap_err();
+        let err = Config::load_trusting(Some(&missing), me()).unwrap_err();
         assert!(matches!(err, ConfigError::Read { ref path, .. } if *path == missing), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
         // (Config::load(None) reads /etc/security/jupyter-session.toml; a
         // test comparing it with from_default_file, which it calls, could
         // not fail and was removed.)
+    }
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    #[test]
+    fn untrusted_files_are_refused_not_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("js-config-trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "min_uid = 700\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = Config::load_trusting(Some(&path), me()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Untrusted { .. }), "{msg}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("0664") && msg.contains("chmod go-w"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let msg = Config::load_trusting(Some(&path), me()).unwrap_err().to_string();
+        assert!(msg.contains(&format!("{} is writable by group or others", dir.display())), "{msg}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another owner than root (or the trusted test owner) is refused too.
+        if me() != 0 {
+            let msg = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(msg.contains("is not owned by root"), "{msg}");
+        }
+        assert_eq!(Config::load_trusting(Some(&path), me()).unwrap().min_uid, 700);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod selinux;
 pub mod session;
 pub mod session_env;
 mod tmpfs;
+pub mod trust;
 pub mod user;
 
 pub use config::Config;

@@ -6,6 +6,7 @@
 //!   users/UID/               root 0700, one per user ever seen
 //!     lock                   flock(LOCK_EX) serializes open/close for UID
 //!     runtime-dir            "dev ino plain|tmpfs": the runtime dir we made
+//!                            ("pending" while making it)
 //!     p<pid>-<start>-<n>.json  a session kept by a process
 //!     id-<ID>.json           a session with an explicit id (Slurm, admins)
 //!   ids/ID                   "UID": which user an explicit id belongs to
@@ -19,23 +20,26 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag, open};
-use nix::sys::stat::{Mode, fchmod, fstat};
-use nix::unistd::mkdir;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::ProcessId;
 use crate::runtime_dir::Created;
+use crate::trust::{TrustError, Want, open_trusted};
 
 const RECORD_VERSION: u32 = 1;
+
+/// The runtime-dir marker's content while a runtime dir is being made.
+const PENDING: &[u8] = b"pending\n";
 
 /// One open session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,10 +150,6 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> RegistryError + 'a {
-    move |e| RegistryError::Io { path: path.to_path_buf(), op, reason: e.to_string() }
-}
-
 /// Explicit session ids: safe as file names and in logs.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -164,6 +164,15 @@ pub fn valid_id(id: &str) -> bool {
 pub struct SessionRegistry {
     root: PathBuf,
     trusted_owner: u32,
+}
+
+/// `O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC`.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+fn errno_err(path: &Path, op: &'static str, e: Errno) -> RegistryError {
+    RegistryError::Io { path: path.to_path_buf(), op, reason: e.desc().into() }
 }
 
 impl SessionRegistry {
@@ -182,102 +191,125 @@ impl SessionRegistry {
         &self.root
     }
 
-    /// Create (0700) or validate a private directory: not a symlink, owned
-    /// by the trusted owner, no access for group or others.
-    fn private_dir(&self, path: &Path, create: bool) -> Result<(), RegistryError> {
+    /// Open the state dir through a checked walk from `/` (every directory
+    /// above it root's and not writable by group or others, see
+    /// [`crate::trust`]), creating it when `create`. `Ok(None)`: it does
+    /// not exist and `create` is false.
+    fn open_root(&self, create: bool) -> Result<Option<OwnedFd>, RegistryError> {
+        let (Some(parent), Some(name)) = (self.root.parent(), self.root.file_name().and_then(|n| n.to_str())) else {
+            return Err(RegistryError::Unsafe { path: self.root.clone(), reason: "it has no parent directory".into() });
+        };
+        let parent_fd = match open_trusted(parent, Want::Dir, self.trusted_owner) {
+            Ok(fd) => fd,
+            Err(e @ TrustError::Untrusted { .. }) => {
+                return Err(RegistryError::Unsafe { path: self.root.clone(), reason: e.to_string() });
+            }
+            Err(e) => return Err(RegistryError::Io { path: self.root.clone(), op: "open", reason: e.to_string() }),
+        };
+        self.private_dir(&parent_fd, name, &self.root, create)
+    }
+
+    /// Create (0700, whatever the umask) or validate the private directory
+    /// `name` in `parent`: not a symlink, owned by the trusted owner, no
+    /// write access for group or others (read access is taken away).
+    fn private_dir(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &Path,
+        create: bool,
+    ) -> Result<Option<OwnedFd>, RegistryError> {
         if create {
-            match mkdir(path, Mode::from_bits_truncate(0o700)) {
+            match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
                 Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(RegistryError::Io { path: path.into(), op: "mkdir", reason: e.desc().into() });
-                }
+                Err(e) => return Err(errno_err(path, "mkdir", e)),
             }
         }
         let unsafe_dir = |reason: String| RegistryError::Unsafe { path: path.into(), reason };
-        let fd: OwnedFd = match open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
+        let fd = match openat(parent, name, dir_flags(), Mode::empty()) {
             Ok(fd) => fd,
+            Err(Errno::ENOENT) if !create => return Ok(None),
             // Linux says ENOTDIR, not ELOOP, for a symlink under O_DIRECTORY.
             Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                let link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                let link = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits());
                 return Err(unsafe_dir(if link { "it is a symbolic link" } else { "it is not a directory" }.into()));
             }
-            Err(e) => return Err(RegistryError::Io { path: path.into(), op: "open", reason: e.desc().into() }),
+            Err(e) => return Err(errno_err(path, "open", e)),
         };
-        let st =
-            fstat(&fd).map_err(|e| RegistryError::Io { path: path.into(), op: "fstat", reason: e.desc().into() })?;
+        let st = fstat(&fd).map_err(|e| errno_err(path, "fstat", e))?;
         if st.st_uid != self.trusted_owner {
             return Err(unsafe_dir(format!("it is owned by uid {}", st.st_uid)));
         }
-        if st.st_mode & 0o077 != 0 {
-            if st.st_mode & 0o022 != 0 {
-                return Err(unsafe_dir(format!("it is writable by others (mode {:04o})", st.st_mode & 0o7777)));
-            }
-            // Readable by others only (a umask at creation): tighten.
-            fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| RegistryError::Io {
-                path: path.into(),
-                op: "fchmod",
-                reason: e.desc().into(),
-            })?;
+        if st.st_mode & 0o022 != 0 {
+            return Err(unsafe_dir(format!("it is writable by others (mode {:04o})", st.st_mode & 0o7777)));
         }
-        Ok(())
+        if st.st_mode & 0o7777 != 0o700 {
+            // Made under a umask, or readable by others: exactly 0700.
+            fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| errno_err(path, "fchmod", e))?;
+        }
+        Ok(Some(fd))
     }
 
-    fn users_dir(&self) -> PathBuf {
+    fn users_path(&self) -> PathBuf {
         self.root.join("users")
     }
 
-    fn ids_dir(&self) -> PathBuf {
+    fn ids_path(&self) -> PathBuf {
         self.root.join("ids")
     }
 
-    fn ensure_layout(&self) -> Result<(), RegistryError> {
-        self.private_dir(&self.root, true)?;
-        self.private_dir(&self.users_dir(), true)?;
-        self.private_dir(&self.ids_dir(), true)
+    /// The state dir and its `ids` and `users/UID` dirs, created as needed.
+    fn open_user_dirs(&self, uid: u32) -> Result<(OwnedFd, OwnedFd, PathBuf), RegistryError> {
+        let missing = || errno_err(&self.root, "open", Errno::ENOENT);
+        let root = self.open_root(true)?.ok_or_else(missing)?;
+        let users = self.private_dir(&root, "users", &self.users_path(), true)?.ok_or_else(missing)?;
+        let ids = self.private_dir(&root, "ids", &self.ids_path(), true)?.ok_or_else(missing)?;
+        let path = self.users_path().join(uid.to_string());
+        let dir = self.private_dir(&users, &uid.to_string(), &path, true)?.ok_or_else(missing)?;
+        Ok((dir, ids, path))
     }
 
     /// Take the lock of `uid` (blocking) and return its sessions.
     pub fn lock_user(&self, uid: u32) -> Result<UserSessions, RegistryError> {
-        let dir = self.users_dir().join(uid.to_string());
-        // Fast path: the user's directory exists and is private (root 0700,
-        // not a link), so nobody else can have put anything in it. Anything
-        // else goes through the full check of the layout, which says what is
-        // wrong.
-        if self.private_dir(&dir, false).is_err() {
-            self.ensure_layout()?;
-            self.private_dir(&dir, true)?;
+        self.lock(uid, FlockArg::LockExclusive).map(|s| s.expect("a blocking lock is always taken"))
+    }
+
+    /// Take the lock of `uid` if nobody holds it; `Ok(None)` if busy.
+    pub fn try_lock_user(&self, uid: u32) -> Result<Option<UserSessions>, RegistryError> {
+        self.lock(uid, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn lock(&self, uid: u32, how: FlockArg) -> Result<Option<UserSessions>, RegistryError> {
+        let (dir, ids, path) = self.open_user_dirs(uid)?;
+        let lock_path = path.join("lock");
+        let fd = openat(
+            &dir,
+            "lock",
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| errno_err(&lock_path, "open", e))?;
+        let st = fstat(&fd).map_err(|e| errno_err(&lock_path, "fstat", e))?;
+        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+            return Err(RegistryError::Unsafe { path: lock_path, reason: "it is not a regular file".into() });
         }
-        let lock_path = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "open"))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| RegistryError::Io {
-            path: lock_path.clone(),
-            op: "flock",
-            reason: e.desc().into(),
-        })?;
-        Ok(UserSessions { uid, dir, ids_dir: self.ids_dir(), _lock: lock })
+        if st.st_mode & 0o7777 != 0o600 {
+            fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(|e| errno_err(&lock_path, "fchmod", e))?;
+        }
+        let lock = match Flock::lock(File::from(fd), how) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) if how == FlockArg::LockExclusiveNonblock => return Ok(None),
+            Err((_, e)) => return Err(errno_err(&lock_path, "flock", e)),
+        };
+        Ok(Some(UserSessions { uid, dir, path, ids, ids_path: self.ids_path(), _lock: lock }))
     }
 
     /// Every uid that has a directory in the registry.
     pub fn uids(&self) -> Result<Vec<u32>, RegistryError> {
-        let dir = self.users_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir, "read")(e)),
-        };
-        let mut uids: Vec<u32> =
-            entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        let Some(root) = self.open_root(false)? else { return Ok(Vec::new()) };
+        let Some(users) = self.private_dir(&root, "users", &self.users_path(), false)? else { return Ok(Vec::new()) };
+        let mut uids: Vec<u32> = names_in(&users, &self.users_path())?.iter().filter_map(|n| n.parse().ok()).collect();
         uids.sort_unstable();
         Ok(uids)
     }
@@ -286,10 +318,17 @@ impl SessionRegistry {
     /// creating, reaping or changing anything: for diagnostics. NotFound when
     /// the user never had a session here.
     pub fn peek(&self, uid: u32) -> std::io::Result<Vec<Record>> {
+        let other = |e: RegistryError| std::io::Error::other(e.to_string());
+        let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let root = self.open_root(false).map_err(other)?.ok_or_else(not_found)?;
+        let users =
+            self.private_dir(&root, "users", &self.users_path(), false).map_err(other)?.ok_or_else(not_found)?;
+        let path = self.users_path().join(uid.to_string());
+        let dir = self.private_dir(&users, &uid.to_string(), &path, false).map_err(other)?.ok_or_else(not_found)?;
         let mut records = Vec::new();
-        for entry in fs::read_dir(self.users_dir().join(uid.to_string()))?.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".json")
-                && let Some(record) = parse_record(&entry.path(), uid)
+        for name in names_in(&dir, &path).map_err(other)? {
+            if name.ends_with(".json")
+                && let Some(record) = read_at(&dir, &name).and_then(|b| Record::parse(&b, uid))
             {
                 records.push(record);
             }
@@ -302,13 +341,58 @@ impl SessionRegistry {
         if !valid_id(id) {
             return Err(RegistryError::InvalidId(id.to_string()));
         }
-        let path = self.ids_dir().join(id);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(text.trim().parse().ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path, "read")(e)),
+        let Some(root) = self.open_root(false)? else { return Ok(None) };
+        let Some(ids) = self.private_dir(&root, "ids", &self.ids_path(), false)? else { return Ok(None) };
+        Ok(read_at(&ids, id).and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
+    }
+}
+
+/// The names in a directory fd (without `.` and `..`).
+fn names_in(dir: &OwnedFd, path: &Path) -> Result<Vec<String>, RegistryError> {
+    let mut listing =
+        nix::dir::Dir::openat(dir, ".", dir_flags(), Mode::empty()).map_err(|e| errno_err(path, "read", e))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(|e| errno_err(path, "read", e))?;
+        let name = entry.file_name().to_string_lossy();
+        if name != "." && name != ".." {
+            names.push(name.into_owned());
         }
     }
+    Ok(names)
+}
+
+/// A small file's bytes with one `read`, through `dir` without following
+/// a symlink (records are ~150 bytes; anything that does not fit is not a
+/// record of ours and fails to parse).
+fn read_at(dir: &OwnedFd, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = openat(dir, name, flags, Mode::empty()).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = File::from(fd).read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn exists_at(dir: &OwnedFd, name: &str) -> bool {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+}
+
+/// Create `name` in `dir` with `O_CREAT|O_EXCL|O_NOFOLLOW` and exactly mode
+/// 0600 (whatever the umask), holding `bytes`.
+fn create_exclusive(dir: &OwnedFd, name: &str, bytes: &[u8]) -> Result<(), Errno> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+    let written = fchmod(&fd, Mode::from_bits_truncate(0o600)).and_then(|()| {
+        let mut f = File::from(fd);
+        f.write_all(bytes).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    });
+    if let Err(e) = written {
+        let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// One record in a user's directory.
@@ -337,10 +421,13 @@ pub struct Reaped {
 }
 
 /// The sessions of one uid, held under that uid's lock (released on drop).
+/// Everything goes through the fds of the user's dir and the ids dir.
 pub struct UserSessions {
     uid: u32,
-    dir: PathBuf,
-    ids_dir: PathBuf,
+    dir: OwnedFd,
+    path: PathBuf,
+    ids: OwnedFd,
+    ids_path: PathBuf,
     _lock: Flock<File>,
 }
 
@@ -354,15 +441,14 @@ impl UserSessions {
     pub fn scan(&self) -> Result<(Vec<Entry>, Vec<String>), RegistryError> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir, "read"))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in names_in(&self.dir, &self.path)? {
             if name.starts_with(".tmp-") {
                 // Left by a crash mid-write: we hold the lock, nobody writes now.
                 bad.push(name);
                 continue;
             }
             let Some(key) = name.strip_suffix(".json") else { continue };
-            match parse_record(&entry.path(), self.uid) {
+            match read_at(&self.dir, &name).and_then(|b| Record::parse(&b, self.uid)) {
                 Some(record) => good.push(Entry { key: key.to_string(), record }),
                 None => bad.push(name),
             }
@@ -425,135 +511,123 @@ impl UserSessions {
             }
             (None, Some(p)) => (0u32..)
                 .map(|n| format!("p{}-{}-{n}", p.pid, p.start_time))
-                .find(|k| !self.dir.join(format!("{k}.json")).exists())
+                .find(|k| !exists_at(&self.dir, &format!("{k}.json")))
                 .unwrap_or_default(),
             (None, None) => {
                 return Err(RegistryError::Io {
-                    path: self.dir.clone(),
+                    path: self.path.clone(),
                     op: "add record to",
                     reason: "record has neither a process nor an id".into(),
                 });
             }
         };
-        let written = self.write_record(&key, record);
+        let json = serde_json::to_vec(record).map_err(|e| RegistryError::Io {
+            path: self.path.join(format!("{key}.json")),
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        let written = self.replace(&format!("{key}.json"), &json);
         if written.is_err()
             && let Some(id) = &record.id
         {
-            let _ = fs::remove_file(self.ids_dir.join(id));
+            let _ = unlinkat(&self.ids, id.as_str(), UnlinkatFlags::NoRemoveDir);
         }
         written.map(|()| key)
     }
 
     fn claim_id(&self, id: &str) -> Result<(), RegistryError> {
-        let path = self.ids_dir.join(id);
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-            Ok(mut f) => f.write_all(format!("{}\n", self.uid).as_bytes()).map_err(io_err(&path, "write")),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let uid = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(u32::MAX);
+        let path = self.ids_path.join(id);
+        match create_exclusive(&self.ids, id, format!("{}\n", self.uid).as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(Errno::EEXIST) => {
+                let uid = read_at(&self.ids, id)
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
+                    .unwrap_or(u32::MAX);
                 // An index entry left by a crash between claim and record: reclaim it.
-                if uid == self.uid && !self.dir.join(format!("id-{id}.json")).exists() {
+                if uid == self.uid && !exists_at(&self.dir, &format!("id-{id}.json")) {
                     return Ok(());
                 }
                 Err(RegistryError::DuplicateId { id: id.to_string(), uid })
             }
-            Err(e) => Err(io_err(&path, "create")(e)),
+            Err(e) => Err(errno_err(&path, "create", e)),
         }
     }
 
-    fn write_record(&self, key: &str, record: &Record) -> Result<(), RegistryError> {
-        let tmp = self.dir.join(format!(".tmp-{key}"));
-        let dest = self.dir.join(format!("{key}.json"));
-        let json = serde_json::to_vec(record).map_err(|e| RegistryError::Io {
-            path: dest.clone(),
-            op: "encode",
-            reason: e.to_string(),
-        })?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(io_err(&tmp, "create"))?;
-        f.write_all(&json).map_err(io_err(&tmp, "write"))?;
-        drop(f);
-        fs::rename(&tmp, &dest).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err(&dest, "rename")(e)
+    /// Atomically replace `name` in the user's dir: a fresh `.tmp-NAME`
+    /// (`O_EXCL`, mode 0600) renamed over it.
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+        let tmp = format!(".tmp-{name}");
+        let tmp_path = self.path.join(&tmp);
+        // One left by a crash: we hold the lock, nobody else writes it.
+        self.remove_file(&tmp)?;
+        create_exclusive(&self.dir, &tmp, bytes).map_err(|e| errno_err(&tmp_path, "create", e))?;
+        renameat(&self.dir, tmp.as_str(), &self.dir, name).map_err(|e| {
+            let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            errno_err(&self.path.join(name), "rename", e)
         })
     }
 
     fn remove_file(&self, name: &str) -> Result<(), RegistryError> {
-        let path = self.dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path, "remove")(e)),
+        match unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(errno_err(&self.path.join(name), "remove", e)),
         }
     }
 
     /// Remove a record by key (and its id index entry). False if not there.
     pub fn remove(&self, key: &str) -> Result<bool, RegistryError> {
-        let path = self.dir.join(format!("{key}.json"));
-        let existed = path.exists();
-        self.remove_file(&format!("{key}.json"))?;
+        let name = format!("{key}.json");
+        let existed = exists_at(&self.dir, &name);
+        self.remove_file(&name)?;
         if let Some(id) = key.strip_prefix("id-") {
-            let index = self.ids_dir.join(id);
-            match fs::remove_file(&index) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&index, "remove")(e)),
+            match unlinkat(&self.ids, id, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno_err(&self.ids_path.join(id), "remove", e)),
             }
         }
         Ok(existed)
     }
 
-    fn marker_path(&self) -> PathBuf {
-        self.dir.join("runtime-dir")
-    }
-
     /// The runtime dir we created for this uid, if we did.
     pub fn runtime_dir_marker(&self) -> Option<Created> {
-        let bytes = read_record(&self.marker_path())?;
+        let bytes = read_at(&self.dir, "runtime-dir")?;
         Created::decode(std::str::from_utf8(&bytes).ok()?)
+    }
+
+    /// Whether the marker says "about to create": an open that was killed
+    /// between deciding to create the runtime dir and recording what it made.
+    pub fn runtime_dir_pending(&self) -> bool {
+        read_at(&self.dir, "runtime-dir").is_some_and(|b| b == PENDING)
+    }
+
+    /// Say "about to create the runtime dir" before creating it, so that a
+    /// crash before [`set_runtime_dir_marker`](Self::set_runtime_dir_marker)
+    /// leaves a trace the next open, close or gc of the user settles.
+    pub fn mark_runtime_dir_pending(&self) -> Result<(), RegistryError> {
+        self.replace("runtime-dir", PENDING)
     }
 
     /// Record (or, with `None`, forget) the runtime dir we created.
     pub fn set_runtime_dir_marker(&self, created: Option<&Created>) -> Result<(), RegistryError> {
-        let path = self.marker_path();
         match created {
-            Some(c) => {
-                let tmp = self.dir.join(".tmp-runtime-dir");
-                fs::write(&tmp, c.encode()).map_err(io_err(&tmp, "write"))?;
-                fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))
-            }
+            Some(c) => self.replace("runtime-dir", c.encode().as_bytes()),
             None => self.remove_file("runtime-dir"),
         }
     }
 }
 
-/// A record of `uid` from a record file, if it is one of ours (readable, this
-/// version, this uid).
-fn parse_record(path: &Path, uid: u32) -> Option<Record> {
-    read_record(path)
-        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        .filter(|r| r.uid == uid && r.version == RECORD_VERSION)
-}
-
-/// A record file's bytes with one `read` (records are ~150 bytes; anything
-/// that does not fit is not a record of ours and fails to parse).
-fn read_record(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 4096];
-    let n = File::open(path).ok()?.read(&mut buf).ok()?;
-    buf.truncate(n);
-    Some(buf)
+impl Record {
+    /// A record of `uid` from a record file's bytes, if it is one of ours
+    /// (this version, this uid). Never panics, whatever the bytes.
+    pub fn parse(bytes: &[u8], uid: u32) -> Option<Record> {
+        serde_json::from_slice::<Record>(bytes).ok().filter(|r| r.uid == uid && r.version == RECORD_VERSION)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn owner_and_mode(path: &Path) -> Option<(u32, u32)> {
         use std::os::unix::fs::MetadataExt;
@@ -681,6 +755,70 @@ mod tests {
         assert!(err.to_string().contains("writable by others"), "{err}");
         let err = SessionRegistry::new(&target).with_trusted_owner(me + 1).lock_user(1).err().unwrap();
         assert!(err.to_string().contains("owned by uid"), "{err}");
+    }
+
+    #[test]
+    fn state_dir_below_a_writable_dir_is_refused() {
+        let (t, _) = registry("below");
+        use std::os::unix::fs::PermissionsExt;
+        let me = nix::unistd::geteuid().as_raw();
+        let open = t.0.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = SessionRegistry::new(&open.join("state")).with_trusted_owner(me).lock_user(1).err().unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("{} is writable by group or others", open.display())), "{msg}");
+        assert!(!open.join("state").exists(), "nothing created below it");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        SessionRegistry::new(&open.join("state")).with_trusted_owner(me).lock_user(1).unwrap();
+    }
+
+    #[test]
+    fn files_and_dirs_get_exact_modes() {
+        let (_t, reg) = registry("modes");
+        let me = ProcessId::current().unwrap();
+        let s = reg.lock_user(55).unwrap();
+        let key = s.add(&Record::for_process(55, "u", "x", me)).unwrap();
+        s.add(&Record::with_id(55, "u", "x", "job-1")).unwrap();
+        s.set_runtime_dir_marker(Some(&Created::plain(1, 2))).unwrap();
+        let dir = reg.root().join("users/55");
+        for f in [format!("{key}.json"), "id-job-1.json".into(), "lock".into(), "runtime-dir".into()] {
+            assert_eq!(owner_and_mode(&dir.join(&f)).unwrap().1, 0o600, "{f}");
+        }
+        assert_eq!(owner_and_mode(&reg.root().join("ids/job-1")).unwrap().1, 0o600);
+        for d in ["", "users", "ids", "users/55"] {
+            assert_eq!(owner_and_mode(&reg.root().join(d)).unwrap().1, 0o700, "{d}");
+        }
+        let names: Vec<String> =
+            fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "{names:?}");
+    }
+
+    #[test]
+    fn try_lock_reports_a_busy_user() {
+        let (_t, reg) = registry("busy");
+        let held = reg.lock_user(77).unwrap();
+        assert!(reg.try_lock_user(77).unwrap().is_none());
+        assert!(reg.try_lock_user(78).unwrap().is_some());
+        drop(held);
+        assert!(reg.try_lock_user(77).unwrap().is_some());
+    }
+
+    #[test]
+    fn record_parser_takes_only_our_records() {
+        let me = ProcessId::current().unwrap();
+        let bytes = serde_json::to_vec(&Record::for_process(9, "u", "s", me)).unwrap();
+        assert_eq!(Record::parse(&bytes, 9).map(|r| r.uid), Some(9));
+        assert_eq!(Record::parse(&bytes, 8), None);
+        for junk in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe",
+            b"[]",
+            b"{\"version\":2,\"uid\":9,\"user\":\"u\",\"service\":\"s\",\"since\":1}",
+        ] {
+            assert_eq!(Record::parse(junk, 9), None);
+        }
     }
 
     #[test]

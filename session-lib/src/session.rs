@@ -225,7 +225,30 @@ impl Sessions {
                 user.uid
             ));
         }
-        let prepared = self.dirs.ensure(user.uid, user.gid)?;
+        // A runtime dir left by an open killed while making it: settle it
+        // like any other of ours (removed when nobody needs it).
+        if self.adopt_pending_dir(&sessions) && reaped.live.is_empty() {
+            let _ = self.settle(&sessions, 0, &user.name);
+        }
+        // Say we are about to make it: a SIGKILL between mkdir and recording
+        // the new dir must not leave a dir nobody knows is ours.
+        let absent = std::fs::symlink_metadata(self.dirs.path_for(user.uid))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if absent {
+            sessions.mark_runtime_dir_pending()?;
+        }
+        let prepared = match self.dirs.ensure(user.uid, user.gid) {
+            Ok(p) => p,
+            Err(e) => {
+                if absent {
+                    let _ = sessions.set_runtime_dir_marker(None);
+                }
+                return Err(e.into());
+            }
+        };
+        if absent && prepared.created.is_none() {
+            let _ = sessions.set_runtime_dir_marker(None);
+        }
         notes.extend(prepared.notes.iter().cloned());
         if let Some(created) = &prepared.created {
             notes.push(format!("created {}", prepared.path.display()));
@@ -300,11 +323,16 @@ impl Sessions {
 
     /// Reap stale records of every user, close id sessions older than
     /// `older_than` seconds, and remove runtime dirs nobody needs any more.
+    /// Never waits for a user's lock: a user whose open or close is under
+    /// way (or stuck) is skipped and reported in `busy`.
     pub fn gc(&self, older_than: Option<u64>) -> Result<GcReport, SessionError> {
         let mut report = GcReport::default();
         let now = crate::registry::now();
         for uid in self.registry.uids()? {
-            let sessions = self.registry.lock_user(uid)?;
+            let Some(sessions) = self.registry.try_lock_user(uid)? else {
+                report.busy.push(uid);
+                continue;
+            };
             let pass = sessions.reap_stale()?;
             report.reaped.extend(pass.reaped);
             report.unreadable += pass.unreadable;
@@ -319,7 +347,7 @@ impl Sessions {
                     live += 1;
                 }
             }
-            if sessions.runtime_dir_marker().is_some() {
+            if sessions.runtime_dir_marker().is_some() || sessions.runtime_dir_pending() {
                 let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
                 match self.settle(&sessions, live, &name) {
                     DirFate::Removed { stopped_pause } => {
@@ -333,9 +361,35 @@ impl Sessions {
         Ok(report)
     }
 
+    /// A "pending" marker (an open killed while making the runtime dir)
+    /// becomes the marker of the dir now there, or goes if there is none.
+    /// True if there was one.
+    fn adopt_pending_dir(&self, sessions: &UserSessions) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if !sessions.runtime_dir_pending() {
+            return false;
+        }
+        let path = self.dirs.path_for(sessions.uid());
+        let parent_dev = path.parent().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.dev());
+        let adopted = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => Some(crate::runtime_dir::Created {
+                dev: m.dev(),
+                ino: m.ino(),
+                tmpfs: parent_dev.is_some_and(|d| d != m.dev()),
+                // Where a killed open mounted it is not known: removal
+                // treats it as a record from before this was kept.
+                mount: None,
+            }),
+            _ => None,
+        };
+        let _ = sessions.set_runtime_dir_marker(adopted.as_ref());
+        true
+    }
+
     /// After a close: remove the runtime dir if the policy says so. `live`
     /// is the number of sessions of the user still open.
     fn settle(&self, sessions: &UserSessions, live: usize, user: &str) -> DirFate {
+        self.adopt_pending_dir(sessions);
         let uid = sessions.uid();
         if live > 0 {
             return DirFate::Kept(KeepReason::OtherSessions { uid, count: live });
@@ -392,6 +446,8 @@ pub struct GcReport {
     pub kept_dirs: Vec<(PathBuf, KeepReason)>,
     /// Pids of podman pause processes stopped so that a dir could go.
     pub stopped_pause: Vec<u32>,
+    /// Users whose lock was held by someone else: skipped this time.
+    pub busy: Vec<u32>,
 }
 
 /// How a PAM open_session ended, mapped to a PAM code by the module.
