@@ -297,6 +297,14 @@ pub(crate) fn remove(parent: &OwnedFd, name: &str, path: &Path, created: &Create
     let st = fstat(&fd).map_err(|e| io("fstat", e))?;
     let found = (st.st_dev, st.st_ino);
     let mounted_here = found == (created.dev, created.ino);
+    // A record that does not say what the tmpfs was mounted on (written
+    // before that was kept, or adopted after an open was killed mid-way):
+    // once the tmpfs is gone, a directory on the parent's own filesystem
+    // is the one it was mounted on (only root makes entries in the parent).
+    let under = match under {
+        None if !mounted_here && fstat(parent).is_ok_and(|p| p.st_dev == st.st_dev) => Some(found),
+        under => under,
+    };
     if !mounted_here && under != Some(found) {
         return Ok(Removal::NotOurs);
     }

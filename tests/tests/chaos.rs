@@ -117,6 +117,9 @@ fn sigkilled_pam_hosts_leave_nothing_behind_gc() {
     eprintln!("chaos: {kills} pamtester processes SIGKILLed, {finished} finished before their kill point");
     assert!(kills >= kills_wanted, "only {kills} of {kills_wanted} kills landed (seed {seed})");
 
+    // What the kills left, for the failure message: each user's marker, the
+    // dir's identity and the mounts on it.
+    let before_gc: Vec<String> = users.iter().map(|u| describe(&state.0, u)).collect();
     let out = run(Command::new(cli_path()).args(["gc", "--config"]).arg(&config));
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "gc failed (seed {seed}): {log}");
@@ -128,7 +131,12 @@ fn sigkilled_pam_hosts_leave_nothing_behind_gc() {
             })
             .unwrap_or_default();
         assert!(left.is_empty(), "seed {seed}: uid {} left {left:?} in {}; gc said: {log}", u.uid, dir.display());
-        assert!(!u.runtime_dir().exists(), "seed {seed}: {} is still there; gc said: {log}", u.runtime_dir().display());
+        assert!(
+            !u.runtime_dir().exists(),
+            "seed {seed}: {} is still there; gc said: {log}\nbefore gc:\n{}",
+            u.runtime_dir().display(),
+            before_gc.join("\n")
+        );
     }
     let ids: Vec<_> = std::fs::read_dir(state.0.join("ids")).map(|d| d.flatten().count()).into_iter().collect();
     assert!(ids.iter().all(|n| *n == 0), "seed {seed}: ids index not empty");
@@ -144,4 +152,27 @@ fn sigkilled_pam_hosts_leave_nothing_behind_gc() {
         assert!(!u.runtime_dir().exists(), "seed {seed}");
     }
     let _ = std::fs::remove_file(&config);
+}
+
+/// One user's marker, runtime dir identity and the mounts on it.
+fn describe(state: &std::path::Path, u: &TestUser) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let marker = std::fs::read_to_string(state.join("users").join(u.uid.to_string()).join("runtime-dir"))
+        .unwrap_or_else(|e| format!("<{e}>"));
+    let id = |p: &std::path::Path| std::fs::symlink_metadata(p).map(|m| format!("{} {}", m.dev(), m.ino()));
+    let dir = u.runtime_dir();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == dir.to_str())
+        .map(str::to_string)
+        .collect();
+    format!(
+        "uid {}: marker {:?}; dir {:?}; parent {:?}; mounts {:?}",
+        u.uid,
+        marker.trim(),
+        id(&dir).ok(),
+        dir.parent().map(|p| id(p).ok()),
+        mounts
+    )
 }
