@@ -384,3 +384,75 @@ impl Drop for SessionHolder {
         let _ = self.child.wait();
     }
 }
+
+/// A private service directory for cwrap's pam_wrapper holding one service,
+/// `jstest`; removed on drop. Processes started through [`Self::env`] load
+/// their PAM services from it, and pam_wrapper prints the module's
+/// pam_syslog lines with their priority (`SYSLOG(N): ...`) on stderr.
+pub struct WrappedService {
+    pub dir: PathBuf,
+}
+
+impl WrappedService {
+    pub const NAME: &'static str = "jstest";
+
+    pub fn new(lines: &str) -> WrappedService {
+        let dir = std::env::temp_dir().join(unique("pamw"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(Self::NAME), format!("{lines}\n")).unwrap();
+        WrappedService { dir }
+    }
+
+    /// `session required <module> <module_args>` then pam_permit.
+    pub fn with_module(module_args: &str) -> WrappedService {
+        WrappedService::new(&format!(
+            "session required {} {module_args}\nsession optional pam_permit.so",
+            module_path().display()
+        ))
+    }
+
+    /// Point `cmd` at this service dir through pam_wrapper.
+    pub fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("LD_PRELOAD", "libpam_wrapper.so")
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", &self.dir)
+            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
+    }
+}
+
+impl Drop for WrappedService {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether pam_wrapper is installed (skips loudly, or fails in CI, if not).
+pub fn require_pam_wrapper(test: &str) -> bool {
+    require(
+        test,
+        Path::new("/usr/lib/x86_64-linux-gnu/libpam_wrapper.so").exists() || which("pam_wrapper").is_some(),
+        "pam_wrapper (apt libpam-wrapper)",
+    )
+}
+
+/// `pamtester jstest USER OPS...` under pam_wrapper with the built module
+/// (`module_args`), started through `wrapper` (e.g. `["unshare", "-m"]`, or
+/// nothing): whether it succeeded, and its output with the module's log.
+pub fn wrapped_pamtester(wrapper: &[&str], module_args: &str, user: &str, ops: &[&str]) -> (bool, String) {
+    let service = WrappedService::with_module(module_args);
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("pamtester");
+            c
+        }
+        None => Command::new("pamtester"),
+    };
+    let out = run(service.env(&mut cmd).arg(WrappedService::NAME).arg(user).args(ops));
+    (out.status.success(), stdout_and_stderr(&out))
+}
+
+/// A command's stdout followed by its stderr, as text.
+pub fn stdout_and_stderr(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

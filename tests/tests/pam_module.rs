@@ -20,38 +20,17 @@ fn pamtester(service: &str, user: &str, ops: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    stdout_and_stderr(out)
 }
 
 /// pamtester under pam_wrapper with a private service dir; returns the
 /// output, which includes the module's pam_syslog lines (`SYSLOG(N): ...`).
 fn wrapped(module_args: &str, user: &str, ops: &[&str]) -> (bool, String) {
-    let dir = std::env::temp_dir().join(unique("pamw"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("jstest"),
-        format!("session required {} {module_args}\nsession optional pam_permit.so\n", module_path().display()),
-    )
-    .unwrap();
-    let out = run(Command::new("pamtester")
-        .env("LD_PRELOAD", "libpam_wrapper.so")
-        .env("PAM_WRAPPER", "1")
-        .env("PAM_WRAPPER_SERVICE_DIR", &dir)
-        .env("PAM_WRAPPER_DEBUGLEVEL", "2")
-        .arg("jstest")
-        .arg(user)
-        .args(ops));
-    std::fs::remove_dir_all(&dir).unwrap();
-    (out.status.success(), text(&out))
+    wrapped_pamtester(&[], module_args, user, ops)
 }
 
 fn can_wrap(test: &str) -> bool {
-    require_root(test, &["pamtester"])
-        && require(
-            test,
-            Path::new("/usr/lib/x86_64-linux-gnu/libpam_wrapper.so").exists() || which("pam_wrapper").is_some(),
-            "pam_wrapper (apt libpam-wrapper)",
-        )
+    require_root(test, &["pamtester"]) && require_pam_wrapper(test)
 }
 
 /// A service with pam_jupyter (private state dir) and the observer after it.

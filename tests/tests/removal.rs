@@ -18,25 +18,17 @@ use jupyter_session_tests::*;
 struct LoggedSession {
     child: std::process::Child,
     stdout: BufReader<std::process::ChildStdout>,
-    service_dir: PathBuf,
+    /// Dropped after the child is killed (fields drop after `drop`).
+    _service: WrappedService,
     env: Vec<(String, String)>,
 }
 
 impl LoggedSession {
     fn open(state: &StateDir, user: &str) -> LoggedSession {
-        let service_dir = std::env::temp_dir().join(unique("removal-pamw"));
-        std::fs::create_dir_all(&service_dir).unwrap();
-        std::fs::write(
-            service_dir.join("removal"),
-            format!("session required {} {} tmpfs=false\n", module_path().display(), state.arg()),
-        )
-        .unwrap();
-        let mut child = Command::new(holder_path())
-            .args(["removal", user])
-            .env("LD_PRELOAD", "libpam_wrapper.so")
-            .env("PAM_WRAPPER", "1")
-            .env("PAM_WRAPPER_SERVICE_DIR", &service_dir)
-            .env("PAM_WRAPPER_DEBUGLEVEL", "2")
+        let service =
+            WrappedService::new(&format!("session required {} {} tmpfs=false", module_path().display(), state.arg()));
+        let mut child = service
+            .env(Command::new(holder_path()).args([WrappedService::NAME, user]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -57,7 +49,7 @@ impl LoggedSession {
             let (k, v) = l.split_once('=').unwrap();
             env.push((k.to_string(), v.to_string()));
         }
-        LoggedSession { child, stdout, service_dir, env }
+        LoggedSession { child, stdout, _service: service, env }
     }
 
     fn var(&self, name: &str) -> &str {
@@ -80,7 +72,6 @@ impl Drop for LoggedSession {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.service_dir);
     }
 }
 
@@ -117,12 +108,7 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 fn can_run(test: &str) -> bool {
-    require_root(test, &["setpriv", "mount"])
-        && require(
-            test,
-            Path::new("/usr/lib/x86_64-linux-gnu/libpam_wrapper.so").exists() || which("pam_wrapper").is_some(),
-            "pam_wrapper (apt libpam-wrapper)",
-        )
+    require_root(test, &["setpriv", "mount"]) && require_pam_wrapper(test)
 }
 
 /// Run a shell command as `user` with their groups (setpriv --init-groups).

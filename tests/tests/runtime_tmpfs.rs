@@ -127,24 +127,7 @@ fn a_host_in_its_own_mount_namespace_mounts_where_everyone_sees_it() {
 /// pamtester under pam_wrapper (which shows the pam_syslog lines with their
 /// priority), started through `wrapper`.
 fn wrapped(wrapper: &[&str], module_args: &str, user: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(unique("pamw"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("jstest"),
-        format!("session required {} {module_args}\nsession optional pam_permit.so\n", module_path().display()),
-    )
-    .unwrap();
-    let out = run(Command::new(wrapper[0])
-        .args(&wrapper[1..])
-        .arg("pamtester")
-        .env("LD_PRELOAD", "libpam_wrapper.so")
-        .env("PAM_WRAPPER", "1")
-        .env("PAM_WRAPPER_SERVICE_DIR", &dir)
-        .env("PAM_WRAPPER_DEBUGLEVEL", "2")
-        .args(["jstest", user, "open_session", "close_session"]));
-    std::fs::remove_dir_all(&dir).unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    wrapped_pamtester(wrapper, module_args, user, &["open_session", "close_session"])
 }
 
 #[test]

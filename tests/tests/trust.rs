@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use jupyter_session_tests::*;
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    stdout_and_stderr(out)
 }
 
 fn pamtester(service: &str, user: &str, ops: &[&str]) -> Output {
@@ -39,19 +39,7 @@ impl Drop for Scratch {
 /// pamtester under pam_wrapper with a private service dir: the real libpam
 /// and module, and the module's pam_syslog lines in the output.
 fn wrapped(module_args: &str, user: &str, ops: &[&str]) -> (bool, String) {
-    let dir = Scratch(std::env::temp_dir().join(unique("pamw")));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("jstest"), format!("session required {} {module_args}\n", module_path().display()))
-        .unwrap();
-    let out = run(Command::new("pamtester")
-        .env("LD_PRELOAD", "libpam_wrapper.so")
-        .env("PAM_WRAPPER", "1")
-        .env("PAM_WRAPPER_SERVICE_DIR", &dir.0)
-        .env("PAM_WRAPPER_DEBUGLEVEL", "2")
-        .arg("jstest")
-        .arg(user)
-        .args(ops));
-    (out.status.success(), text(&out))
+    wrapped_pamtester(&[], module_args, user, ops)
 }
 
 /// A directory entry's name, and its (uid, gid, mode).
@@ -67,7 +55,7 @@ fn files_in(dir: &Path) -> Vec<Listed> {
 }
 
 fn cli(args: &[&str]) -> Output {
-    run(Command::new(cli_path()).args(args))
+    run(keeper_cmd().args(args))
 }
 
 #[test]
