@@ -129,6 +129,18 @@ impl TestUser {
         Self::create_with(prefix, &[])
     }
 
+    /// The host as documented: /dev/net/tun is 0600 on these machines, so
+    /// the user's containers.conf says `netns = "none"` (else podman's
+    /// default network cannot start, and `check`'s net.helper rightly FAILs).
+    pub fn podman_without_network(&self) {
+        let dir = self.home.join(".config/containers");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("containers.conf"), "[containers]\nnetns = \"none\"\n").unwrap();
+        for p in [self.home.join(".config"), dir.clone(), dir.join("containers.conf")] {
+            std::os::unix::fs::chown(&p, Some(self.uid), Some(self.gid)).unwrap();
+        }
+    }
+
     /// `useradd -m` with extra arguments (e.g. `["-G", "audio"]`).
     pub fn create_with(prefix: &str, extra: &[&str]) -> TestUser {
         let name = unique(prefix);

@@ -237,18 +237,6 @@ fn make_runtime_dir(user: &TestUser, owner: u32, mode: u32) {
     fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The host as documented: /dev/net/tun is 0600 on these machines, so the
-/// user's containers.conf says `netns = "none"` (else net.helper FAILs:
-/// podman's default network cannot start).
-fn no_network(user: &TestUser) {
-    let dir = user.home.join(".config/containers");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("containers.conf"), "[containers]\nnetns = \"none\"\n").unwrap();
-    for p in [user.home.join(".config"), dir.clone(), dir.join("containers.conf")] {
-        std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)).unwrap();
-    }
-}
-
 /// A private directory (removed on drop) the test user can read.
 struct TmpDir(PathBuf);
 
@@ -273,7 +261,7 @@ fn broken_sessions_are_named_with_the_right_fix() {
         return;
     }
     let user = TestUser::create("jsck");
-    no_network(&user);
+    user.podman_without_network();
     let other = TestUser::create("jsco");
     let env = base_env(&user);
 
@@ -422,7 +410,7 @@ fn a_real_pam_jupyter_session_passes_every_fail_check() {
         return;
     }
     let user = TestUser::create("jsch");
-    no_network(&user);
+    user.podman_without_network();
     let state = StateDir::new();
     let svc = PamService::with_module("jsck", &state, "");
     let session = SessionHolder::open(&svc.name, &user.name);
@@ -571,7 +559,7 @@ fn the_keeper_session_passes_and_check_user_predicts_it() {
         return;
     }
     let user = TestUser::create("jsce");
-    no_network(&user);
+    user.podman_without_network();
     let state = StateDir::new();
     let svc = PamService::with_module("jsce", &state, "");
     // What a spawner runs: the keeper, with an empty environment, running

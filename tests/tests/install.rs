@@ -118,7 +118,9 @@ fn real_install_then_the_quick_start_command() {
 
     // The Quick start command, with the installed CLI and the installed
     // /etc/pam.d/jupyterhub (or the admin's own, left in place).
-    let out = run_ok(Command::new("/usr/local/bin/jupyter-session").args([
+    // From a root shell: without cargo's LD_LIBRARY_PATH, which a root
+    // keeper refuses.
+    let out = run_ok(Command::new("/usr/local/bin/jupyter-session").env_remove("LD_LIBRARY_PATH").args([
         "exec",
         "--user",
         &user.name,

@@ -230,6 +230,7 @@ fn stop_one_restart_alice_stop_both(
 fn login_user(prefix: &str) -> TestUser {
     let u = TestUser::create_with(prefix, &["-G", "users"]);
     u.set_password(PASSWORD);
+    u.podman_without_network();
     let _ = fs::remove_dir_all(fallback_runtime_dir(u.uid));
     let _ = fs::remove_dir_all(format!("/tmp/containers-user-{}", u.uid));
     u
@@ -343,7 +344,8 @@ fn sudo_spawner_with_an_unprivileged_hub() {
     let bob = login_user("jsb");
     let dir = hub_dir("sudo", 0o755);
     run_ok(Command::new("chown").arg(format!("{}:{}", hub_user.uid, hub_user.gid)).arg(&dir));
-    let config = session_config(&dir, &state);
+    // The config file in a root-owned dir: the module refuses one the hub account could change.
+    let config = session_config(&hub_dir("sudoconf", 0o755), &state);
     let cli = cli_path().display().to_string();
 
     // Login (the hub authenticates with this service) ...
