@@ -181,6 +181,15 @@ pub fn is_pause_process(table: &dyn ProcessTable, p: &ProcInfo, uid: u32, claim:
     p.pid == claim.pid && !p.zombie && exe_ok && uids_ok && p.other_user_ns && started_ok
 }
 
+/// The pause process that `dir`'s pause.pid names, if it checks out
+/// ([`is_pause_process`]), with what [`stop_pause_process`] needs.
+pub fn verified_pause_process(dir: &Path, uid: u32) -> Option<(ProcessId, PauseClaim)> {
+    let claim = DirHints::read(dir, uid).pause?;
+    let table = ProcFs;
+    let p = table.process(claim.pid).filter(|p| is_pause_process(&table, p, uid, &claim))?;
+    Some((ProcessId { pid: p.pid, start_time: p.start_time }, claim))
+}
+
 /// Decide whether anything of user `uid` still runs; `uids` gives the
 /// user's uid set (read only when needed: /etc/subuid can be long).
 /// `stop_pause` lets a verified pause process alone count as nothing.

@@ -402,6 +402,24 @@ pub(crate) fn open_dir_nofollow(parent: &OwnedFd, name: &str, path: &Path) -> Re
     }
 }
 
+/// Whether `path` (not followed if a link) is the root of a mount: the
+/// statx mount-root attribute (Linux 5.8), else a mount id different from
+/// its parent's; `None` if neither can be read. Unlike `st_dev`, this sees
+/// a bind mount of the same filesystem. (`check` uses it to tell a per-user
+/// tmpfs from the plain-dir fallback.)
+pub(crate) fn is_mount_root(path: &Path) -> Option<bool> {
+    use crate::ffi::statx::mount_of;
+    use std::os::fd::AsFd;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = open(path, flags, Mode::empty()).ok()?;
+    let info = mount_of(fd.as_fd()).ok()?;
+    if let Some(root) = info.mount_root {
+        return Some(root);
+    }
+    let parent = openat(&fd, "..", flags, Mode::empty()).ok()?;
+    Some(info.mnt_id? != mount_of(parent.as_fd()).ok()?.mnt_id?)
+}
+
 fn kind_of(st: &FileStat) -> &'static str {
     match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFLNK => "a symbolic link",
@@ -598,6 +616,16 @@ mod tests {
         give_to(&p.path.join("d"), r.uid, r.gid);
         let outcome = r.dirs.remove(r.uid, &p.created.unwrap()).unwrap();
         assert!(matches!(outcome, Removal::LeftInPlace(ref why) if why.contains("deeper")), "{outcome:?}");
+    }
+
+    #[test]
+    fn mount_roots_are_told_from_plain_dirs() {
+        assert_eq!(is_mount_root(Path::new("/")), Some(true));
+        assert_eq!(is_mount_root(Path::new("/proc")), Some(true));
+        let r = root("mountroot");
+        std::fs::create_dir_all(r.dir.join("sub")).unwrap();
+        assert_eq!(is_mount_root(&r.dir.join("sub")), Some(false));
+        assert_eq!(is_mount_root(&r.dir.join("missing")), None);
     }
 
     #[test]

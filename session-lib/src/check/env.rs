@@ -454,7 +454,7 @@ pub(super) fn runtime_dir_fs(ctx: &Context) -> Verdict {
     }
     // A per-user tmpfs is configured but this dir is a plain one: the
     // module fell back (no privilege to mount), and its size limit is gone.
-    if ctx.config.tmpfs && dir == want && crate::ffi::check::is_mount_root(&dir) == Some(false) {
+    if ctx.config.tmpfs && dir == want && crate::runtime_dir::is_mount_root(&dir) == Some(false) {
         problems.push(format!(
             "a plain directory although tmpfs = true: pam_jupyter fell back (mounting was refused), so there is no size limit and a user can fill {} and block every login",
             ctx.config.runtime_dir_parent.parent().unwrap_or(Path::new("/")).display()

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::{Context, Status, Verdict, Who, explain, run_with_timeout};
 
@@ -26,9 +27,11 @@ pub(super) fn info(ctx: &Context) -> Verdict {
     // A pause process this run started (none was there before): stop it,
     // as root, so that `check --user` leaves nothing of the user running.
     let stopped = match (as_root && ctx.uid != 0, pause_before, live_pause_process(ctx)) {
-        (true, None, Some(pid)) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
-            format!("; stopped the pause process {pid} it started")
+        (true, None, Some((pause, claim))) => {
+            match crate::liveness::stop_pause_process(pause, ctx.uid, &claim, Duration::from_secs(2)) {
+                Ok(()) => format!("; stopped the pause process {} it started", pause.pid),
+                Err(e) => format!("; could not stop the pause process it started: {e}"),
+            }
         }
         _ => String::new(),
     };
@@ -123,14 +126,10 @@ pub(super) fn info(ctx: &Context) -> Verdict {
     if see.is_empty() { v } else { v.fix(Who::User, see) }
 }
 
-/// The pid in `$XDG_RUNTIME_DIR/libpod/tmp/pause.pid`, if that process
-/// runs as the user (real uid) — podman's rootless pause process.
-fn live_pause_process(ctx: &Context) -> Option<u32> {
-    let dir = ctx.runtime_dir()?;
-    let pid: u32 = super::read_text(&dir.join("libpod/tmp/pause.pid"))?.trim().parse().ok()?;
-    let status = super::read_text(Path::new(&format!("/proc/{pid}/status")))?;
-    let uid: u32 = super::status_field(&status, "Uid")?.split_whitespace().next()?.parse().ok()?;
-    (uid == ctx.uid).then_some(pid)
+/// Podman's rootless pause process of the checked session, verified as
+/// the module verifies it before stopping one (liveness).
+fn live_pause_process(ctx: &Context) -> Option<(crate::procfs::ProcessId, crate::liveness::PauseClaim)> {
+    crate::liveness::verified_pause_process(&ctx.runtime_dir()?, ctx.uid)
 }
 
 /// Processes holding a lock (/proc/locks) on one of podman's storage lock
