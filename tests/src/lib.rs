@@ -312,7 +312,6 @@ impl SessionHolder {
     /// (e.g. `["unshare", "-m"]`; empty: run it directly). The wrapper must
     /// exec the driver, so that the child is the PAM host.
     pub fn start_under(wrapper: &[&str], service: &str, user: &str) -> SessionHolder {
-        use std::process::Stdio;
         let holder = holder_path();
         let mut command = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -322,12 +321,24 @@ impl SessionHolder {
             }
             None => Command::new(&holder),
         };
-        let mut child = command
-            .args([service, user])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the hold-session driver runs");
+        SessionHolder::spawn(command.args([service, user]))
+    }
+
+    /// Open a session of `user` through pam_wrapper's private `service`
+    /// (the module's pam_syslog lines go to the driver's stderr, read by
+    /// [`close_with_log`](Self::close_with_log)); panics if it fails to open.
+    pub fn open_logged(service: &WrappedService, user: &str) -> SessionHolder {
+        let mut command = Command::new(holder_path());
+        service.env(&mut command).args([WrappedService::NAME, user]).stderr(std::process::Stdio::piped());
+        let mut h = SessionHolder::spawn(&mut command);
+        h.wait_open(user);
+        h
+    }
+
+    fn spawn(command: &mut Command) -> SessionHolder {
+        use std::process::Stdio;
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("the hold-session driver runs");
         let stdin = child.stdin.take();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         SessionHolder { child, stdin, stdout, env: Vec::new() }
@@ -379,6 +390,20 @@ impl SessionHolder {
         let status = self.line();
         let _ = self.child.wait();
         status
+    }
+
+    /// Close a session opened by [`open_logged`](Self::open_logged);
+    /// returns the driver's "CLOSED <rc>" and everything the module logged.
+    pub fn close_with_log(mut self) -> (String, String) {
+        use std::io::Read;
+        self.request_close();
+        let status = self.line();
+        let mut log = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut log).unwrap();
+        }
+        let _ = self.child.wait();
+        (status, log)
     }
 
     /// SIGKILL the holder between open and close: its record goes stale.

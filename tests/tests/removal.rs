@@ -5,74 +5,20 @@
 //! walk is what a plain dir gets.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use jupyter_session_tests::*;
 
 /// A PAM session held open by hold-session under pam_wrapper, with the
-/// module alone in a private service dir; its pam_syslog lines come out on
-/// stderr (`PAM_WRAPPER_DEBUGLEVEL=2`).
-struct LoggedSession {
-    child: std::process::Child,
-    stdout: BufReader<std::process::ChildStdout>,
-    /// Dropped after the child is killed (fields drop after `drop`).
-    _service: WrappedService,
-    env: Vec<(String, String)>,
-}
-
-impl LoggedSession {
-    fn open(state: &StateDir, user: &str) -> LoggedSession {
-        let service =
-            WrappedService::new(&format!("session required {} {} tmpfs=false", module_path().display(), state.arg()));
-        let mut child = service
-            .env(Command::new(holder_path()).args([WrappedService::NAME, user]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hold-session driver runs");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim_end(), "OPEN 0", "pam_open_session for {user} failed");
-        let mut env = Vec::new();
-        loop {
-            line.clear();
-            stdout.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l == "END" || l.is_empty() {
-                break;
-            }
-            let (k, v) = l.split_once('=').unwrap();
-            env.push((k.to_string(), v.to_string()));
-        }
-        LoggedSession { child, stdout, _service: service, env }
-    }
-
-    fn var(&self, name: &str) -> &str {
-        self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{name} not set"))
-    }
-
-    /// Close; returns ("CLOSED <rc>", the module's log).
-    fn close(mut self) -> (String, String) {
-        writeln!(self.child.stdin.take().unwrap()).unwrap();
-        let mut status = String::new();
-        self.stdout.read_line(&mut status).unwrap();
-        let mut log = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-        self.child.wait().unwrap();
-        (status.trim_end().to_string(), log)
-    }
-}
-
-impl Drop for LoggedSession {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// module alone (plain dirs) in a private service dir; the module's
+/// pam_syslog lines are read at close.
+fn open_logged(state: &StateDir, user: &str) -> (WrappedService, SessionHolder) {
+    let service =
+        WrappedService::new(&format!("session required {} {} tmpfs=false", module_path().display(), state.arg()));
+    let holder = SessionHolder::open_logged(&service, user);
+    (service, holder)
 }
 
 /// A scratch dir under /run, the filesystem /run/user is on (so that `mv`
@@ -160,8 +106,8 @@ fn another_users_tree_moved_in_survives_the_last_close() {
     assert!(!rm.status.success() && data.join("results/paper.tex").exists(), "alice must not be able to rm it");
 
     let state = StateDir::new();
-    let session = LoggedSession::open(&state, &alice.name);
-    let rt = PathBuf::from(session.var("XDG_RUNTIME_DIR"));
+    let (_service, session) = open_logged(&state, &alice.name);
+    let rt = PathBuf::from(session.var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR set"));
     assert_eq!(rt, alice.runtime_dir());
     let mv = as_user(
         &alice,
@@ -170,7 +116,7 @@ fn another_users_tree_moved_in_survives_the_last_close() {
     assert!(mv.status.success(), "mv as alice: {}", String::from_utf8_lossy(&mv.stderr));
     assert!(rt.join("data/results/paper.tex").exists());
 
-    let (status, log) = session.close();
+    let (status, log) = session.close_with_log();
     assert_eq!(status, "CLOSED 0", "{log}");
     assert_eq!(
         std::fs::read_to_string(rt.join("data/results/paper.tex")).ok().as_deref(),
@@ -213,8 +159,8 @@ fn a_same_filesystem_bind_mount_inside_is_not_crossed() {
     set_mode(&shared.join("sub"), 0o777);
 
     let state = StateDir::new();
-    let session = LoggedSession::open(&state, &alice.name);
-    let rt = PathBuf::from(session.var("XDG_RUNTIME_DIR"));
+    let (_service, session) = open_logged(&state, &alice.name);
+    let rt = PathBuf::from(session.var("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR set"));
     let target = rt.join("data");
     std::fs::create_dir(&target).unwrap();
     chown(&target, Some(alice.uid), Some(alice.gid)).unwrap();
@@ -226,7 +172,7 @@ fn a_same_filesystem_bind_mount_inside_is_not_crossed() {
         "the premise: the same filesystem, the same st_dev"
     );
 
-    let (status, log) = session.close();
+    let (status, log) = session.close_with_log();
     assert_eq!(status, "CLOSED 0", "{log}");
     assert_eq!(std::fs::read_to_string(shared.join("root-file")).ok().as_deref(), Some("root's"), "{log}");
     assert_eq!(std::fs::read_to_string(shared.join("sub/deeper")).ok().as_deref(), Some("root's too"), "{log}");
@@ -235,8 +181,8 @@ fn a_same_filesystem_bind_mount_inside_is_not_crossed() {
     drop(mounted);
 
     // With the mount gone, the next last close finishes the job.
-    let session = LoggedSession::open(&state, &alice.name);
-    let (status, log) = session.close();
+    let (_service, session) = open_logged(&state, &alice.name);
+    let (status, log) = session.close_with_log();
     assert_eq!(status, "CLOSED 0", "{log}");
     assert!(!rt.exists(), "{log}");
     assert!(shared.join("root-file").exists());
