@@ -24,7 +24,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let me = nix::unistd::geteuid().as_raw();
-    let root = PathBuf::from(format!("/tmp/js-bench-scale-{}", std::process::id()));
+    // JS_BENCH_ROOT: where the private roots go (default /tmp), e.g. a
+    // tmpfs, to tell the registry's cost from the filesystem's.
+    let base = std::env::var_os("JS_BENCH_ROOT").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let root = base.join(format!("js-bench-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("run")).unwrap();
     let config = Config {
