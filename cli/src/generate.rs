@@ -91,6 +91,19 @@ pub fn completions(args: DirArgs) -> i32 {
     0
 }
 
+/// DIR/jupyter-session.toml: every key commented out, with its default.
+pub fn config(args: DirArgs) -> i32 {
+    match mkdir(&args.dir) {
+        Ok(()) => {
+            match write(&args.dir.join("jupyter-session.toml"), session_lib::config_doc::commented_toml().as_bytes()) {
+                Ok(()) => 0,
+                Err(code) => code,
+            }
+        }
+        Err(code) => code,
+    }
+}
+
 /// Replace the text between `<!-- config-keys:begin -->` and
 /// `<!-- config-keys:end -->` in README.md and docs/configuration.md of the
 /// source tree DIR.

@@ -46,6 +46,9 @@ enum Command {
     /// Write bash, zsh and fish completions into DIR (for install.sh and the packages)
     #[command(hide = true)]
     GenerateCompletions(generate::DirArgs),
+    /// Write the commented configuration file the packages ship into DIR
+    #[command(hide = true)]
+    GenerateConfig(generate::DirArgs),
     /// Regenerate the configuration sections of README.md and docs/configuration.md in the source tree DIR
     #[command(hide = true)]
     GenerateDocs(generate::DirArgs),
@@ -75,6 +78,7 @@ fn main() {
         Command::Gc(args) => manage::gc(args),
         Command::GenerateMan(args) => generate::man(args),
         Command::GenerateCompletions(args) => generate::completions(args),
+        Command::GenerateConfig(args) => generate::config(args),
         Command::GenerateDocs(args) => generate::docs(args),
     };
     std::process::exit(code);

@@ -100,6 +100,24 @@ fn wrap(text: &str, indent: &str, width: usize) -> String {
     out
 }
 
+/// The commented /etc/security/jupyter-session.toml the packages ship:
+/// every key with its meaning and default, all commented out.
+pub fn commented_toml() -> String {
+    let mut out = String::from(concat!(
+        "# /etc/security/jupyter-session.toml: settings of pam_jupyter and jupyter-session.\n",
+        "# Nothing needs to be set: every key below is commented out and shows its default.\n",
+        "# This file and every directory above it must be root's and not writable by group or\n",
+        "# others. Module arguments (key=value on the PAM line) override it.\n",
+        "# See jupyter-session.toml(5).\n",
+    ));
+    for k in keys() {
+        out.push('\n');
+        out.push_str(&wrap(&format!("# {}", k.text.replace('`', "")), "# ", 100));
+        out.push_str(&format!("#{} = {}\n", k.key, k.default.as_deref().unwrap_or("")));
+    }
+    out
+}
+
 /// Text for roff: backslashes and leading control characters escaped,
 /// `code` spans in bold.
 fn roff(text: &str) -> String {
@@ -228,6 +246,21 @@ mod tests {
             assert!(man.contains(&format!(".BR {} ", k.key)), "{}", k.key);
         }
         assert!(man.contains("\\fB\"/run/user\"\\fR") || man.contains("\\(dq/run/user\\(dq"), "{man}");
+    }
+
+    #[test]
+    fn config_doc_commented_toml_is_the_defaults() {
+        let text = commented_toml();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| keys().iter().any(|k| l.starts_with(&format!("{} = ", k.key))))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(uncommented.lines().count(), keys().len(), "{text}");
+        let path = std::path::Path::new("/etc/security/jupyter-session.toml");
+        assert_eq!(Config::from_toml(&uncommented, path).unwrap(), Config::default());
+        assert_eq!(Config::from_toml(&text, path).unwrap(), Config::default());
     }
 
     #[test]
