@@ -213,3 +213,20 @@ def test_progress_yields_each_stage_once_in_order(podman_spawner, me, tmp_path, 
 
 async def _no_sleep(_seconds):
     return None
+
+
+def test_progress_reads_the_stage_file_the_wrapper_writes(podman_spawner, me, tmp_path):
+    podman_spawner.runtime_dir_parent = str(tmp_path)
+    rundir = tmp_path / str(me.pw_uid)
+    rundir.mkdir()
+    (rundir / podman_spawner.progress_name()).write_text("pulling\n")
+
+    async def first():
+        async for event in podman_spawner.progress():
+            return event
+
+    event = asyncio.run(asyncio.wait_for(first(), 5))
+    assert event == {
+        "progress": 40,
+        "message": "Pulling image localhost/bb (the first start for this user can take minutes)",
+    }
