@@ -51,16 +51,30 @@ pub fn keys() -> Vec<KeyDoc> {
     out
 }
 
-/// "Meaning. Default: `x`." → ("Meaning.", Some("x")).
+/// "Meaning. Default: `x`." → ("Meaning.", Some("x")). Also takes
+/// "default: `x`" and "(default `x`)" at the end, as others may write it.
 fn split_default(text: &str) -> (String, Option<String>) {
-    let Some(at) = text.rfind("Default: `") else {
+    let lower = text.to_ascii_lowercase();
+    let found = ["default: `", "default `"].iter().filter_map(|m| lower.rfind(m).map(|at| (at, m.len()))).max();
+    let Some((at, len)) = found else {
         return (text.trim().to_string(), None);
     };
-    let rest = &text[at + "Default: `".len()..];
-    let Some(end) = rest.rfind('`') else {
+    let rest = &text[at + len..];
+    let Some(end) = rest.find('`') else {
         return (text.trim().to_string(), None);
     };
-    (text[..at].trim().to_string(), Some(rest[..end].to_string()))
+    let before = text[..at].trim_end();
+    let before = before.strip_suffix('(').unwrap_or(before).trim_end();
+    let before = before.strip_suffix(';').or_else(|| before.strip_suffix(',')).unwrap_or(before).trim_end();
+    let mut meaning = before.to_string();
+    let after = rest[end + 1..].trim_start_matches([')', '.', ' ']);
+    if !after.is_empty() {
+        meaning = format!("{meaning} {after}");
+    }
+    if !meaning.ends_with('.') {
+        meaning.push('.');
+    }
+    (meaning, Some(rest[..end].to_string()))
 }
 
 /// The key list of docs/configuration.md (between its `config-keys` markers).
@@ -267,5 +281,9 @@ mod tests {
     fn config_doc_split_default() {
         assert_eq!(split_default("Meaning. Default: `1`."), ("Meaning.".to_string(), Some("1".to_string())));
         assert_eq!(split_default("No default here."), ("No default here.".to_string(), None));
+        let other = split_default("Seconds to wait (default `30`).");
+        assert_eq!(other, ("Seconds to wait.".to_string(), Some("30".to_string())));
+        let other = split_default("Seconds to wait; default: `\"30s\"`");
+        assert_eq!(other, ("Seconds to wait.".to_string(), Some("\"30s\"".to_string())));
     }
 }

@@ -10,8 +10,25 @@ use std::process::Command;
 
 use jupyter_session_tests::*;
 
-/// Every subcommand a user sees (the hidden generate-* ones excluded).
-const SUBCOMMANDS: &[&str] = &["exec", "check", "open", "close", "list", "gc"];
+/// Every subcommand a user sees, as `jupyter-session --help` lists them
+/// (the hidden generate-* ones and `help` excluded): a subcommand added
+/// later is checked like the others.
+fn subcommands() -> Vec<String> {
+    let out = run_ok(Command::new(cli_path()).arg("--help"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let list = text.split("Commands:\n").nth(1).expect("--help lists Commands:");
+    let names: Vec<String> = list
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_string)
+        .collect();
+    for known in ["exec", "check", "open", "close", "list", "gc"] {
+        assert!(names.iter().any(|n| n == known), "--help does not list {known}: {text}");
+    }
+    names
+}
 
 fn temp_dir(prefix: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(unique(prefix));
@@ -24,14 +41,15 @@ fn man_pages_are_generated_for_everything_and_lint_clean() {
     let dir = temp_dir("jsman");
     run_ok(Command::new(cli_path()).arg("generate-man").arg(&dir));
     let mut pages = vec!["jupyter-session.1".to_string(), "jupyter-session.toml.5".into(), "pam_jupyter.8".into()];
-    pages.extend(SUBCOMMANDS.iter().map(|s| format!("jupyter-session-{s}.1")));
+    let subcommands = subcommands();
+    pages.extend(subcommands.iter().map(|s| format!("jupyter-session-{s}.1")));
     let mut found: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     found.sort();
     pages.sort();
     assert_eq!(found, pages, "generate-man wrote other pages than expected (a subcommand without a page?)");
     let main = std::fs::read_to_string(dir.join("jupyter-session.1")).unwrap();
-    for s in SUBCOMMANDS {
+    for s in &subcommands {
         assert!(main.contains(&format!("jupyter\\-session\\-{s}(1)")), "jupyter-session(1) does not name {s}");
     }
     assert!(!main.contains("generate"), "the hidden generate-* subcommands are not for users");
@@ -58,8 +76,8 @@ fn completions_for_bash_zsh_and_fish_know_every_subcommand() {
     run_ok(Command::new(cli_path()).arg("generate-completions").arg(&dir));
     for file in ["jupyter-session.bash", "_jupyter-session", "jupyter-session.fish"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        for s in SUBCOMMANDS {
-            assert!(text.contains(s), "{file} does not complete {s}");
+        for s in subcommands() {
+            assert!(text.contains(&s), "{file} does not complete {s}");
         }
         assert!(text.contains("--env-fd") || text.contains("env-fd"), "{file} does not complete exec's options");
     }
@@ -72,8 +90,8 @@ fn completions_for_bash_zsh_and_fish_know_every_subcommand() {
 
 #[test]
 fn help_of_every_subcommand_has_an_example_and_exec_its_exit_codes_and_signals() {
-    for s in SUBCOMMANDS {
-        let out = run_ok(Command::new(cli_path()).args([s, "--help"]));
+    for s in subcommands() {
+        let out = run_ok(Command::new(cli_path()).args([&s, "--help"]));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Example"), "`jupyter-session {s} --help` has no example:\n{text}");
         assert!(text.contains(&format!("jupyter-session {s}")), "{s}: the example does not run {s}:\n{text}");
