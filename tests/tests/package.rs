@@ -1,6 +1,7 @@
 //! The packages: packaging/build-deb and packaging/build-rpm from a release
 //! build. The .deb is installed with `apt-get install ./jupyter-session_*.deb`
-//! into a fresh debootstrap root (minbase + pamtester + libpam-runtime), runs
+//! into a fresh debootstrap root (minbase + pamtester + libpam-runtime + man-db),
+//! shows its man pages with `man`, runs
 //! the README's Quick start session command from the package, is added to
 //! common-session with `pam-auth-update --enable` and driven by pamtester
 //! through it, then purged, leaving no file behind. The .rpm (no RHEL machine
@@ -38,7 +39,7 @@ impl Chroot {
         let mirror = std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
         run_ok(Command::new("debootstrap").args([
             "--variant=minbase",
-            "--include=pamtester,libpam-runtime",
+            "--include=pamtester,libpam-runtime,man-db",
             "bookworm",
             root.0.to_str().unwrap(),
             &mirror,
@@ -127,6 +128,11 @@ fn deb_installs_into_a_fresh_root_runs_the_quick_start_and_purges_clean() {
     std::fs::copy(&deb, root.0.join("tmp").join(&name)).unwrap();
     root.sh(&format!("apt-get install -y -q ./tmp/{name} </dev/null"));
     root.sh("test -x /usr/bin/jupyter-session && test -f /usr/lib/x86_64-linux-gnu/security/pam_jupyter.so");
+    // `man pam_jupyter` works from the package.
+    let page = root.sh("MANPAGER=cat MANWIDTH=100 man pam_jupyter 2>/dev/null");
+    assert!(page.contains("PAM_SESSION_ERR") && page.contains("pam-auth-update"), "{page}");
+    let found = root.sh("man -w jupyter-session jupyter-session-exec jupyter-session.toml");
+    assert!(found.contains("/usr/share/man/man5/jupyter-session.toml.5.gz"), "{found}");
     // Installed but not enabled: the profile is off by default.
     assert!(!root.sh("cat /etc/pam.d/common-session").contains("pam_jupyter"));
     // The shipped config is all comments: the defaults.
