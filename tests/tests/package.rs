@@ -176,6 +176,7 @@ fn deb_installs_into_a_fresh_root_runs_the_quick_start_and_purges_clean() {
     let added: Vec<_> = after.difference(&before).collect();
     let removed: Vec<_> = before.difference(&after).collect();
     assert!(added.is_empty() && removed.is_empty(), "left behind: {added:#?}\nremoved: {removed:#?}");
+    let _ = std::fs::remove_dir_all(deb.parent().unwrap_or(Path::new("/nonexistent")));
 }
 
 #[test]
