@@ -17,7 +17,13 @@ use session_lib::user::UserInfo;
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Exit status: 0 all checks passed, 1 a check failed, 2 warnings only, 125 the check could not run."
+    after_help = "Exit status: 0 all checks passed, 1 a check failed, 2 warnings only, 125 the check could not run.
+
+Examples:
+  jupyter-session check                      # as the user, where podman runs
+  jupyter-session check --deep               # also `podman info`
+  jupyter-session check --user alice         # as root: the session a keeper would give alice
+  jupyter-session check --explain 'Error: mkdir /run/user/1001: permission denied'"
 )]
 pub struct Args {
     /// As root: check the session a keeper would give USER (adds root-only checks)

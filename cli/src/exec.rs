@@ -21,8 +21,16 @@ The keeper refuses to start with LD_* or other loader variables in its own envir
 Groups: initgroups, then what pam_setcred adds (pam_group). Keys: CMD never gets the caller's session keyring \
 (a fresh one, unless PAM, e.g. pam_keyinit, set one up for the session).
 
-Exit status: CMD's status (128+N if killed by signal N); 125 the keeper failed (usage errors included); \
-126 CMD cannot be executed; 127 CMD not found.")]
+Signals: SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to the keeper are forwarded to CMD; the \
+session is closed once CMD exits. If the keeper itself is killed (SIGKILL), CMD gets SIGKILL as its parent-death \
+signal and the session record is reaped at the user's next session open or close, or by `jupyter-session gc`.
+
+Exit status: CMD's status (128+N if killed by signal N); 125 the keeper failed (usage errors included, an \
+unknown user, no /etc/pam.d/SERVICE, a refused account or a failed PAM step, each named); 126 CMD cannot be \
+executed; 127 CMD not found.
+
+Example (as root; a hub's spawner adds --chdir and --env-fd):
+  jupyter-session exec --user alice -- sh -c 'id; echo $XDG_RUNTIME_DIR'")]
 pub struct Args {
     /// PAM service (a file in /etc/pam.d) whose session stack to run
     #[arg(long, default_value = "jupyterhub")]

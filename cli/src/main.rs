@@ -5,12 +5,17 @@
 
 mod check;
 mod exec;
+mod generate;
 mod manage;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
+    long_about = "Login sessions for multi-user Jupyter and rootless containers: `exec` runs a command as a user \
+inside a PAM session (the session keeper a JupyterHub spawner puts in front of the user's server), `check` \
+diagnoses why rootless podman fails in a session, and `open`, `close`, `list` and `gc` manage sessions not \
+bound to a process (Slurm jobs).",
     name = "jupyter-session",
     version,
     about = "Login sessions for multi-user Jupyter and rootless containers",
@@ -35,6 +40,18 @@ enum Command {
     List(manage::ListArgs),
     /// Reap stale sessions and remove runtime dirs nobody needs (run as root)
     Gc(manage::GcArgs),
+    /// Write the man pages into DIR (for install.sh and the packages)
+    #[command(hide = true)]
+    GenerateMan(generate::DirArgs),
+    /// Write bash, zsh and fish completions into DIR (for install.sh and the packages)
+    #[command(hide = true)]
+    GenerateCompletions(generate::DirArgs),
+    /// Write the commented configuration file the packages ship into DIR
+    #[command(hide = true)]
+    GenerateConfig(generate::DirArgs),
+    /// Regenerate the configuration sections of README.md and docs/configuration.md in the source tree DIR
+    #[command(hide = true)]
+    GenerateDocs(generate::DirArgs),
 }
 
 /// Usage errors exit 125, like every other failure of jupyter-session
@@ -59,6 +76,10 @@ fn main() {
         Command::Close(args) => manage::close(args),
         Command::List(args) => manage::list(args),
         Command::Gc(args) => manage::gc(args),
+        Command::GenerateMan(args) => generate::man(args),
+        Command::GenerateCompletions(args) => generate::completions(args),
+        Command::GenerateConfig(args) => generate::config(args),
+        Command::GenerateDocs(args) => generate::docs(args),
     };
     std::process::exit(code);
 }

@@ -18,6 +18,8 @@ pub struct Common {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Example (a Slurm prolog, as root):
+  jupyter-session open --user \"$SLURM_JOB_USER\" --id \"slurm-$SLURM_JOB_ID\"")]
 pub struct OpenArgs {
     /// The user the session is for
     #[arg(long)]
@@ -36,6 +38,8 @@ pub struct OpenArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Example (a Slurm epilog, as root):
+  jupyter-session close --id \"slurm-$SLURM_JOB_ID\"")]
 pub struct CloseArgs {
     /// The id given to `open --id`
     #[arg(long)]
@@ -45,6 +49,11 @@ pub struct CloseArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Output: USER UID SERVICE ID PID SINCE, one line per open session; --json prints \
+{\"version\":1,\"sessions\":[...]}.
+
+Example (as root):
+  jupyter-session list --json")]
 pub struct ListArgs {
     /// Machine-readable output
     #[arg(long)]
@@ -54,6 +63,8 @@ pub struct ListArgs {
 }
 
 #[derive(clap::Args)]
+#[command(after_help = "Example (as root, e.g. from a timer or cron):
+  jupyter-session gc --older-than 7d")]
 pub struct GcArgs {
     /// Also close id sessions older than this (e.g. 90s, 30m, 12h, 7d)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

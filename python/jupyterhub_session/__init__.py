@@ -1,6 +1,6 @@
 """JupyterHub recipes for jupyter-session: every single-user server in a real login session."""
 
-__all__ = ["SessionSpawner", "gc_after_stop"]
+__all__ = ["SessionSpawner", "PodmanSessionSpawner", "gc_after_stop", "singleuser_main"]
 __version__ = "0.1.0"
 
 
@@ -11,8 +11,16 @@ def __getattr__(name):
         from .spawner import SessionSpawner
 
         return SessionSpawner
+    if name == "PodmanSessionSpawner":
+        from .podman import PodmanSessionSpawner
+
+        return PodmanSessionSpawner
     if name == "gc_after_stop":
         from .sudo import gc_after_stop
 
         return gc_after_stop
-    raise AttributeError(name)
+    if name == "singleuser_main":
+        from .sudo import singleuser_main
+
+        return singleuser_main
+    raise AttributeError(f"module 'jupyterhub_session' has no attribute {name!r}")

@@ -23,16 +23,21 @@ local user can read in /proc; and with --userns=keep-id the user's own uid owns 
 inside the container as outside.
 """
 
+import asyncio
 import os
 import re
 import shlex
+import stat
 
-from traitlets import Bool, Dict, List, Unicode
+from traitlets import Bool, Dict, List, TraitError, Unicode, validate
 
 from .spawner import SessionSpawner
 
-# Runs as the user inside the session, as `sh -c WRAPPER podman-session PODMAN-RUN-ARGV...`.
+# Runs as the user inside the session, as `sh -c WRAPPER podman-session IMAGE PROGRESS PODMAN-RUN-ARGV...`.
 # @PODMAN@ is replaced by the quoted podman command with its global options.
+#  - It writes its stage (session, pulling, creating) into $XDG_RUNTIME_DIR/PROGRESS, which the
+#    spawner's `progress()` reads as root; an image not in the user's storage is pulled first, so a
+#    long pull shows on the spawn page instead of running silently into start_timeout.
 #  - First `podman unshare true`: it makes the user namespace and its pause process. The `podman run`
 #    that makes them itself (podman 4.3.1, seen here) exits at once with status 1 when it gets
 #    SIGINT or SIGTERM, leaving its re-executed child to run and remove the container on its own; a
@@ -45,7 +50,17 @@ from .spawner import SessionSpawner
 #  - The rootless pause process podman leaves is not the wrapper's business: at the session's close
 #    pam_jupyter stops it when it is all that is left of the user (`stop_pause_process`).
 WRAPPER = r"""
+image=$1
+progress=${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/$2}
+shift 2
+say() { if [ -n "$progress" ]; then printf '%s\n' "$1" >"$progress" 2>/dev/null; fi; :; }
+say session
 @PODMAN@ unshare true >/dev/null 2>&1
+if ! @PODMAN@ image exists "$image" >/dev/null 2>&1; then
+    say pulling
+    @PODMAN@ pull "$image" >&2 || :
+fi
+say creating
 exec 3<&0
 "$@" 0<&3 3<&- &
 child=$!
@@ -60,8 +75,16 @@ while :; do
     kill -0 "$child" 2>/dev/null || break
 done
 trap - INT TERM HUP QUIT USR1 USR2
+if [ -n "$progress" ]; then rm -f "$progress"; fi
 exit "$rc"
 """
+
+# What `progress()` reports for each stage the wrapper writes into its progress file.
+PROGRESS_STAGES = {
+    "session": (20, "Session opened for {username}; starting podman"),
+    "pulling": (40, "Pulling image {image} (the first start for this user can take minutes)"),
+    "creating": (70, "Creating container {container}"),
+}
 
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -175,6 +198,65 @@ class PodmanSessionSpawner(SessionSpawner):
         help="""More `--label` key/value pairs for the container.""",
     ).tag(config=True)
 
+    runtime_dir_parent = Unicode(
+        "/run/user",
+        help="""Where pam_jupyter makes runtime dirs (its `runtime_dir_parent`): `progress()` reads
+        the start's stage from the user's runtime dir there.""",
+    ).tag(config=True)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @validate("image", "network", "userns", "podman_path")
+    def _valid_not_empty(self, proposal):
+        value = proposal["value"]
+        name = proposal["trait"].name
+        if not value.strip():
+            raise TraitError(f"PodmanSessionSpawner.{name} must not be empty")
+        if name == "podman_path" and os.sep in value and not os.path.isabs(value):
+            raise TraitError(
+                f"PodmanSessionSpawner.podman_path {value!r}: give a name looked up on the hub's "
+                "PATH ('podman') or an absolute path"
+            )
+        return value
+
+    @validate("home_mount", "runtime_dir_parent")
+    def _valid_absolute(self, proposal):
+        value = proposal["value"]
+        name = proposal["trait"].name
+        if name == "home_mount" and value == "":
+            return value
+        if not os.path.isabs(value):
+            raise TraitError(f"PodmanSessionSpawner.{name} {value!r} must be an absolute path")
+        return value
+
+    @staticmethod
+    def _check_volumes(specs):
+        for spec in specs:
+            parts = spec.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
+                raise TraitError(
+                    f"PodmanSessionSpawner.volumes entry {spec!r}: expected 'SRC:DST' or "
+                    "'SRC:DST:OPTIONS' with an absolute DST, e.g. '/srv/shared:/srv/shared:ro'"
+                )
+
+    @validate("container_name", "volumes", "extra_podman_args")
+    def _valid_fields(self, proposal):
+        value = proposal["value"]
+        name = proposal["trait"].name
+        fields = {k: "x" for k in ("username", "uid", "home", "servername", "servername_suffix")}
+        for text in [value] if isinstance(value, str) else value:
+            try:
+                text.format(**fields)
+            except (KeyError, IndexError, ValueError) as e:
+                raise TraitError(
+                    f"PodmanSessionSpawner.{name} {text!r}: {e!r}; the fields are "
+                    "{username}, {uid}, {home}, {servername}, {servername_suffix} (write {{ and }} "
+                    "for literal braces)"
+                ) from None
+        if name == "volumes":
+            self._check_volumes(value)
+        return value
+
     # -- the command --------------------------------------------------------------------------
 
     def _fields(self):
@@ -224,7 +306,7 @@ class PodmanSessionSpawner(SessionSpawner):
         f = self._fields()
         home = f["home"]
         target = self.home_mount or home
-        name = _NAME_BAD.sub("-", self.container_name.format(**f))
+        name = self.container()
         args = [
             "run",
             "--rm",
@@ -262,9 +344,65 @@ class PodmanSessionSpawner(SessionSpawner):
         args += [arg.format(**f) for arg in self.extra_podman_args]
         return args + [self.image] + self.singleuser_command()
 
+    def container(self):
+        """The container's name."""
+        return _NAME_BAD.sub("-", self.container_name.format(**self._fields()))
+
+    def progress_name(self):
+        """The progress file's name in the user's runtime dir."""
+        return f"jupyter-session-progress-{self.container()}"
+
     def server_command(self, env):
         wrapper = WRAPPER.replace("@PODMAN@", shlex.join(self.podman_command()))
-        return ["/bin/sh", "-c", wrapper, "podman-session"] + self.podman_command() + self.run_args(env)
+        return (
+            ["/bin/sh", "-c", wrapper, "podman-session", self.image, self.progress_name()]
+            + self.podman_command()
+            + self.run_args(env)
+        )
+
+    # -- progress -----------------------------------------------------------------------------
+
+    def read_stage(self, uid):
+        """The stage the wrapper last wrote, or None. Read as root from a directory the user owns:
+        no symlink followed, only a regular file of the user's, at most 64 bytes."""
+        path = os.path.join(self.runtime_dir_parent, str(uid), self.progress_name())
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+                return None
+            return os.read(fd, 64).decode(errors="replace").strip() or None
+        finally:
+            os.close(fd)
+
+    def progress_events(self, stages):
+        """The events for a sequence of stages: one per new known stage, in order."""
+        fields = {"username": self.user.name, "image": self.image, "container": self.container()}
+        events = []
+        for stage in stages:
+            if stage in PROGRESS_STAGES and (not events or events[-1][0] != stage):
+                percent, message = PROGRESS_STAGES[stage]
+                events.append((stage, {"progress": percent, "message": message.format(**fields)}))
+        return [event for _, event in events]
+
+    async def progress(self):
+        """Spawn progress for the hub's spawn page: the session opened, the image being pulled (on
+        a user's first start), the container being created. JupyterHub stops iterating once the
+        server is up."""
+        import pwd
+
+        loop = asyncio.get_running_loop()
+        uid = (await loop.run_in_executor(None, pwd.getpwnam, self.user.name)).pw_uid
+        seen = []
+        while True:
+            stage = await loop.run_in_executor(None, self.read_stage, uid)
+            if stage is not None and (not seen or seen[-1] != stage) and stage in PROGRESS_STAGES:
+                seen.append(stage)
+                yield self.progress_events(seen)[-1]
+            await asyncio.sleep(0.5)
 
     async def start(self):
         ip, port = await super().start()

@@ -19,7 +19,7 @@ from subprocess import Popen
 
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
-from traitlets import Unicode
+from traitlets import TraitError, Unicode, validate
 
 
 # The keeper's own environment: nothing the dynamic loader or libc would act on as root.
@@ -59,6 +59,26 @@ class SessionSpawner(LocalProcessSpawner):
         help="""PAM service the keeper opens the user's session with (/etc/pam.d/<name>; put
         `session required pam_jupyter.so` in it).""",
     ).tag(config=True)
+
+    @validate("pam_service")
+    def _valid_pam_service(self, proposal):
+        name = proposal["value"]
+        if not name or "/" in name or name in (".", ".."):
+            raise TraitError(
+                f"SessionSpawner.pam_service {name!r} is not a PAM service name: name a file in "
+                "/etc/pam.d (e.g. 'jupyterhub'), without a path"
+            )
+        return name
+
+    @validate("jupyter_session_path")
+    def _valid_jupyter_session_path(self, proposal):
+        path = proposal["value"]
+        if not path or (os.sep in path and not os.path.isabs(path)):
+            raise TraitError(
+                f"SessionSpawner.jupyter_session_path {path!r}: give a name looked up on the hub's "
+                "PATH ('jupyter-session') or an absolute path ('/usr/bin/jupyter-session')"
+            )
+        return path
 
     def make_preexec_fn(self, name):
         # The keeper must start as root: it opens the PAM session and drops privileges itself.

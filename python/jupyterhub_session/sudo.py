@@ -127,11 +127,13 @@ def gc_after_stop(jupyter_session_path="jupyter-session", gc_args=(), wait_secon
     async def hook(spawner):
         import pwd
 
-        uid = pwd.getpwnam(spawner.user.name).pw_uid
         loop = asyncio.get_running_loop()
+        # Off the hub's event loop: the passwd lookup (NSS, maybe LDAP) and each /proc scan (one
+        # open per process on the host) run in the default executor's threads.
+        uid = (await loop.run_in_executor(None, pwd.getpwnam, spawner.user.name)).pw_uid
         deadline = loop.time() + wait_seconds
         markers = (b"sudospawner", b"jupyterhub-singleuser")
-        while _live_mediators(uid, markers) and loop.time() < deadline:
+        while await loop.run_in_executor(None, _live_mediators, uid, markers) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         argv = ["sudo", "-n", jupyter_session_path, "gc", *gc_args]
         proc = await asyncio.create_subprocess_exec(

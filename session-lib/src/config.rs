@@ -50,24 +50,53 @@ impl fmt::Display for TmpfsSize {
     }
 }
 
-/// The effective configuration. See README.md, "Configuration", for each key.
+/// The effective configuration.
+///
+/// Every field's `///` comment is its documentation for sysadmins: one or
+/// two sentences, then "Default:" and the value as TOML in backticks. The man page
+/// jupyter-session.toml(5), `docs/configuration.md` and the README's key
+/// table are generated from these comments ([`crate::config_doc`]), and a
+/// test checks each stated default against [`Config::default`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// The directory in which each user's runtime dir (`XDG_RUNTIME_DIR`) is made, as `PARENT/UID`; it must be
+    /// root's and not writable by group or others. Default: `"/run/user"`.
     pub runtime_dir_parent: PathBuf,
+    /// The session registry: one record per open session, root only (mode 0700); every directory above it must
+    /// be root's and not writable by group or others. Default: `"/run/jupyter-session"`.
     pub state_dir: PathBuf,
+    /// Users with a uid below this, and root, are left alone: the module returns `PAM_IGNORE` for them.
+    /// Default: `1000`.
     pub min_uid: u32,
+    /// Mount a per-user tmpfs on the runtime dir, like logind, visible in pid 1's mount namespace, so one user
+    /// cannot fill `/run`; falls back to a plain directory (with a warning) only where mounting is refused for
+    /// lack of privilege. `false`: plain directories. Default: `true`.
     pub tmpfs: bool,
+    /// Size of the per-user tmpfs: a share of RAM like `"10%"` or a size like `"256M"`. Default: `"10%"`.
     pub tmpfs_size: TmpfsSize,
+    /// Inode limit of the per-user tmpfs, a count (`"400k"` works too). Default: `400000`.
     pub tmpfs_inodes: u64,
+    /// Remove the runtime dir when the user's last session closes. Default: `true`.
     pub remove_on_last_close: bool,
+    /// Never remove the runtime dir while a process of the user runs (real or saved uid the user's, or one of
+    /// the user's subordinate uids from `/etc/subuid`: a rootless container's); it goes at the next close or
+    /// `jupyter-session gc` after they end. Default: `true`.
     pub keep_while_processes: bool,
-    /// Stop podman's rootless pause process when it is all that is left of
-    /// the user at the last close (or `gc`), so the dir can go.
+    /// When podman's rootless pause process (`catatonit -P`, pid in `libpod/tmp/pause.pid`) is all that is
+    /// left of the user, the last close and `gc` stop it and remove the dir; `false`: it keeps the dir like
+    /// any process. Default: `true`.
     pub stop_pause_process: bool,
+    /// Users whose runtime dir is never removed (as a module argument: `linger_users=a,b`). Default: `[]`.
     pub linger_users: Vec<String>,
+    /// When to set the loginuid: `auto` sets an unset one in a single-threaded process and skips quietly
+    /// elsewhere, `always` sets it whenever it differs and fails the session if the kernel refuses, `never`.
+    /// Default: `"auto"`.
     pub loginuid: LoginuidPolicy,
-    /// The PATH the session gets; empty means "do not set PATH".
+    /// The `PATH` the session gets: absolute directories separated by `:`; `""` leaves `PATH` alone.
+    /// Default: `"/usr/local/bin:/usr/bin:/bin"`.
     pub path: String,
+    /// Log every decision at debug level (a bare `debug` module argument means `debug=true`).
+    /// Default: `false`.
     pub debug: bool,
 }
 

@@ -17,6 +17,7 @@
 pub mod as_user;
 pub mod check;
 pub mod config;
+pub mod config_doc;
 pub mod exit_code;
 pub(crate) mod ffi;
 pub mod keeper;

@@ -493,3 +493,42 @@ pub fn wrapped_pamtester(wrapper: &[&str], module_args: &str, user: &str, ops: &
 pub fn stdout_and_stderr(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// The source tree (the workspace root).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The README's Quick start commands, verbatim: the lines of the first
+/// ```sh block under "## Quick start" (the install command, then the
+/// session command). Tests run them as they are, so the README cannot go
+/// stale.
+pub fn quick_start_commands() -> Vec<String> {
+    let readme = fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let section = readme.split("\n## Quick start\n").nth(1).expect("README.md has a '## Quick start' section");
+    let block = section.split("```sh\n").nth(1).expect("the Quick start has a ```sh block");
+    let block = block.split("```").next().unwrap_or("");
+    let commands: Vec<String> = block.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    assert_eq!(commands.len(), 2, "the Quick start's sh block must hold two commands: {commands:?}");
+    commands
+}
+
+/// `target/release`, built once per run (`cargo build --release --workspace
+/// --locked`) under a lock, for the tests that install or package release
+/// binaries as a user would.
+pub fn release_build() -> PathBuf {
+    static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("jupyter-session-release-build.lock"))
+            .unwrap();
+        let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run_ok(Command::new(cargo).current_dir(repo_root()).args(["build", "--release", "--workspace", "--locked"]));
+        target_dir().parent().expect("target").join("release")
+    })
+    .clone()
+}

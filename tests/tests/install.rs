@@ -101,13 +101,43 @@ fn real_install_then_the_quick_start_command() {
     if !require_root("real_install_then_the_quick_start_command", &["pamtester"]) {
         return;
     }
-    let _restore = [
-        Restore::save(module_dir().join("pam_jupyter.so")),
-        Restore::save(PathBuf::from("/usr/local/bin/jupyter-session")),
-        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub")),
-        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub.jupyter-session-new")),
-    ];
-    install(None);
+    let mut installed: Vec<PathBuf> = [
+        "/usr/local/bin/jupyter-session",
+        "/etc/pam.d/jupyterhub",
+        "/etc/pam.d/jupyterhub.jupyter-session-new",
+        "/usr/local/share/man/man5/jupyter-session.toml.5",
+        "/usr/local/share/man/man8/pam_jupyter.8",
+        "/usr/local/share/bash-completion/completions/jupyter-session",
+        "/usr/local/share/zsh/site-functions/_jupyter-session",
+        "/usr/local/share/fish/vendor_completions.d/jupyter-session.fish",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    installed.push(module_dir().join("pam_jupyter.so"));
+    for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc"] {
+        installed.push(PathBuf::from(format!("/usr/local/share/man/man1/jupyter-session{page}.1")));
+    }
+    let _restore: Vec<Restore> = installed.iter().cloned().map(Restore::save).collect();
+
+    // The Quick start's install command, verbatim, from the source tree (its
+    // release build is the one release_build() made, so cargo has nothing
+    // left to do).
+    let [install_cmd, session_cmd] = <[String; 2]>::try_from(quick_start_commands()).unwrap();
+    release_build();
+    let out = run_ok(Command::new("sh").current_dir(repo()).args(["-c", &install_cmd]));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("installed man pages"), "{log}");
+    for path in &installed[..2] {
+        assert!(path.exists(), "{} not installed by `{install_cmd}`:\n{log}", path.display());
+    }
+    // `man pam_jupyter` and `man jupyter-session.toml` find the installed pages.
+    if which("man").is_some() {
+        let out =
+            run_ok(Command::new("man").args(["-w", "pam_jupyter", "jupyter-session.toml", "jupyter-session-exec"]));
+        let found = String::from_utf8_lossy(&out.stdout);
+        assert!(found.contains("/usr/local/share/man/man8/pam_jupyter.8"), "{found}");
+    }
     let user = TestUser::create("jsq");
     let state = StateDir::new();
 
@@ -116,21 +146,23 @@ fn real_install_then_the_quick_start_command() {
     let out = run(Command::new("pamtester").args([&svc.name, &user.name, "open_session", "close_session"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // The Quick start command, with the installed CLI and the installed
-    // /etc/pam.d/jupyterhub (or the admin's own, left in place).
-    // From a root shell: without cargo's LD_LIBRARY_PATH, which a root
-    // keeper refuses.
-    let out = run_ok(Command::new("/usr/local/bin/jupyter-session").env_remove("LD_LIBRARY_PATH").args([
-        "exec",
-        "--user",
-        &user.name,
-        "--",
-        "sh",
-        "-c",
-        "id -u; echo $XDG_RUNTIME_DIR; stat -c '%u %a' $XDG_RUNTIME_DIR",
-    ]));
+    // The Quick start's session command, verbatim but for the test user in
+    // place of alice, with the installed CLI found on a root shell's PATH
+    // and the installed /etc/pam.d/jupyterhub (or the admin's own, left in
+    // place); without cargo's LD_LIBRARY_PATH, which a root keeper refuses.
+    assert_eq!(session_cmd.matches("alice").count(), 1, "{session_cmd}");
+    let cmd = session_cmd.replace("alice", &user.name);
+    let out = run_ok(
+        Command::new("sh")
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .args(["-c", &cmd]),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines, [user.uid.to_string(), format!("/run/user/{}", user.uid), format!("{} 700", user.uid)]);
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with(&format!("uid={}({})", user.uid, user.name)), "{text}");
+    assert_eq!(lines[1], format!("/run/user/{}", user.uid));
+    assert!(lines[2].starts_with("drwx------") && lines[2].contains(&format!(" {} ", user.name)), "{text}");
     assert!(!user.runtime_dir().exists(), "removed when the command ended");
 }

@@ -246,6 +246,11 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice.name, "{who}: `id -un` in the container");
     assert_eq!(state.records(alice.uid), 1, "{who}: podman exec's own session closed again");
     assert!(rt.is_dir(), "{who}: the runtime dir stays while the container runs");
+    // The wrapper's last stage for progress() (the image was imported, so no pull), in the
+    // session's runtime dir, the user's.
+    let stage_file = rt.join(format!("jupyter-session-progress-{container}"));
+    assert_eq!(fs::read_to_string(&stage_file).ok().as_deref(), Some("creating\n"), "{who}: progress stage");
+    assert_eq!(owner_mode(&stage_file).map(|(u, _, _)| u), Some(alice.uid), "{who}: the stage file is the user's");
 
     // A file written through the Jupyter contents API lands in the real home, owned by the user.
     let text = format!("written through the contents API by {}\n", alice.name);
