@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Build and install jupyter-session: the PAM module, the CLI and the PAM
-# service file for JupyterHub. Run as root from the source tree:
+# service files for JupyterHub. Run as root from the source tree:
 #
 #   sudo ./install.sh                 # build (release) and install
 #   sudo ./install.sh --from DIR      # install binaries already built in DIR
 #
 # DESTDIR=/some/root installs below that root instead (packaging, tests).
-# An existing /etc/pam.d/jupyterhub that differs is never overwritten: the
+# An existing /etc/pam.d/jupyterhub (or jupyterhub-unit) that differs is never overwritten: the
 # new file is written next to it as jupyterhub.jupyter-session-new.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -42,9 +42,12 @@ install -D -m 0755 "$from/jupyter-session" "$destdir/usr/local/bin/jupyter-sessi
 echo "installed $destdir$moddir/pam_jupyter.so"
 echo "installed $destdir/usr/local/bin/jupyter-session"
 
-service_src=etc/pam.d/jupyterhub.$flavour
-service_dst=$destdir/etc/pam.d/jupyterhub
-if [ -f "$service_src" ]; then
+# /etc/pam.d/jupyterhub (the hub and the keeper) and /etc/pam.d/jupyterhub-unit
+# (systemd units with PAMName=, without pam_systemd: docs/systemd.md).
+for service in jupyterhub jupyterhub-unit; do
+  service_src=etc/pam.d/$service.$flavour
+  service_dst=$destdir/etc/pam.d/$service
+  [ -f "$service_src" ] || continue
   mkdir -p "$(dirname "$service_dst")"
   if [ ! -e "$service_dst" ]; then
     install -m 0644 "$service_src" "$service_dst"
@@ -56,5 +59,5 @@ if [ -f "$service_src" ]; then
     echo "kept your $service_dst; the shipped version is $service_dst.jupyter-session-new —"
     echo "  make sure your file has: session required pam_jupyter.so"
   fi
-fi
+done
 echo "done. Try: jupyter-session exec --user USER -- sh -c 'echo \$XDG_RUNTIME_DIR; ls -ld \$XDG_RUNTIME_DIR'"

@@ -106,6 +106,8 @@ fn real_install_then_the_quick_start_command() {
         Restore::save(PathBuf::from("/usr/local/bin/jupyter-session")),
         Restore::save(PathBuf::from("/etc/pam.d/jupyterhub")),
         Restore::save(PathBuf::from("/etc/pam.d/jupyterhub.jupyter-session-new")),
+        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub-unit")),
+        Restore::save(PathBuf::from("/etc/pam.d/jupyterhub-unit.jupyter-session-new")),
     ];
     install(None);
     let user = TestUser::create("jsq");
