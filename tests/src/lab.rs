@@ -40,8 +40,8 @@ pub fn missing() -> Option<&'static str> {
     if which("systemd-nspawn").is_none() {
         return Some("systemd-nspawn (apt-get install systemd-container)");
     }
-    if which("debootstrap").is_none() {
-        return Some("debootstrap (apt-get install debootstrap)");
+    if which("mmdebstrap").is_none() {
+        return Some("mmdebstrap (apt-get install mmdebstrap)");
     }
     None
 }
@@ -72,7 +72,12 @@ pub fn tree() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     fs::rename(&building, &tree).unwrap();
-    eprintln!("systemd lab: tree built in {:.1} s ({})", started.elapsed().as_secs_f64(), tree.display());
+    eprintln!(
+        "systemd lab: tree built in {:.1} s ({}; {})",
+        started.elapsed().as_secs_f64(),
+        tree.display(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
     tree
 }
 
@@ -232,7 +237,7 @@ impl Lab {
         }
     }
 
-    /// The container's journal (its last `lines` lines) matching `grep -E pattern`.
+    /// `journalctl --no-pager -q -o cat ARGS` in the container (ARGS may go on with a pipe).
     pub fn journal(&self, args: &str) -> String {
         self.sh_out(&format!("journalctl --no-pager -q -o cat {args}"))
     }
