@@ -80,8 +80,14 @@ fn keeper_and_pamtester_with_logind_in_either_stack_order() {
     let user = lab.useradd("sdk", "pw");
     for jupyter_first in [true, false] {
         let order = if jupyter_first { "pam_jupyter before pam_systemd" } else { "pam_systemd before pam_jupyter" };
-        let service = format!("systemd-lab-{}", if jupyter_first { "jfirst" } else { "sfirst" });
-        write_stack(&lab, &service, jupyter_first);
+        // pam_jupyter first: the shipped /etc/pam.d/jupyterhub as install.sh put it (pam_systemd
+        // comes after it, from Debian's common-session); the other order, a stack of the test's.
+        let service = if jupyter_first { "jupyterhub".to_string() } else { "systemd-lab-sfirst".to_string() };
+        if jupyter_first {
+            lab.sh_ok("grep -q '^session.*pam_jupyter.so' /etc/pam.d/jupyterhub && grep -q pam_systemd /etc/pam.d/common-session");
+        } else {
+            write_stack(&lab, &service, false);
+        }
 
         // The keeper, started from a system service as a spawner would be.
         let since = lab.sh_ok("date '+%Y-%m-%d %H:%M:%S'").trim().to_string();
@@ -108,7 +114,7 @@ fn keeper_and_pamtester_with_logind_in_either_stack_order() {
 
     // Linger switched on while a session is open (`loginctl enable-linger`): logind keeps the
     // dir after the last session; pam_jupyter leaves it, and so does gc.
-    let service = "systemd-lab-jfirst";
+    let service = "jupyterhub";
     let dir = format!("/run/user/{}", user.uid);
     let since = lab.sh_ok("date '+%Y-%m-%d %H:%M:%S'").trim().to_string();
     std::thread::sleep(std::time::Duration::from_millis(1100));
