@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build and install jupyter-session: the PAM module, the CLI, the PAM
-# service file for JupyterHub, the man pages and shell completions. Run as
+# service files for JupyterHub, the man pages and shell completions. Run as
 # root from the source tree:
 #
 #   ./install.sh                      # build (release) and install
 #   ./install.sh --from DIR           # install binaries already built in DIR
 #
 # DESTDIR=/some/root installs below that root instead (packaging, tests).
-# An existing /etc/pam.d/jupyterhub that differs is never overwritten: the
+# An existing /etc/pam.d/jupyterhub (or jupyterhub-unit) that differs is never overwritten: the
 # new file is written next to it as jupyterhub.jupyter-session-new.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -61,9 +61,12 @@ install -D -m 0644 "$gen/completions/jupyter-session.fish" \
 echo "installed bash, zsh and fish completions in $destdir/usr/local/share"
 if [ -z "$destdir" ] && command -v mandb >/dev/null; then mandb -q 2>/dev/null || true; fi
 
-service_src=etc/pam.d/jupyterhub.$flavour
-service_dst=$destdir/etc/pam.d/jupyterhub
-if [ -f "$service_src" ]; then
+# /etc/pam.d/jupyterhub (the hub and the keeper) and /etc/pam.d/jupyterhub-unit
+# (systemd units with PAMName=, without pam_systemd: docs/systemd.md).
+for service in jupyterhub jupyterhub-unit; do
+  service_src=etc/pam.d/$service.$flavour
+  service_dst=$destdir/etc/pam.d/$service
+  [ -f "$service_src" ] || continue
   mkdir -p "$(dirname "$service_dst")"
   if [ ! -e "$service_dst" ]; then
     install -m 0644 "$service_src" "$service_dst"
@@ -75,5 +78,5 @@ if [ -f "$service_src" ]; then
     echo "kept your $service_dst; the shipped version is $service_dst.jupyter-session-new —"
     echo "  make sure your file has: session required pam_jupyter.so"
   fi
-fi
+done
 echo "done. Try: jupyter-session exec --user USER -- sh -c 'echo \$XDG_RUNTIME_DIR; ls -ld \$XDG_RUNTIME_DIR'"

@@ -69,6 +69,10 @@ pub struct GcArgs {
     /// Also close id sessions older than this (e.g. 90s, 30m, 12h, 7d)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     older_than: Option<u64>,
+    /// Only this user's sessions and runtime dir, waiting for their lock (the
+    /// privileged step at a systemd unit's stop: `ExecStopPost=+jupyter-session gc --user NAME`)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -213,7 +217,14 @@ pub fn gc(args: GcArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match sessions.gc(args.older_than) {
+    let result = match &args.user {
+        None => sessions.gc(args.older_than),
+        Some(name) => match UserInfo::by_name(name) {
+            Ok(user) => sessions.gc_user(&user, args.older_than),
+            Err(e) => return fail(format!("gc --user {name}: {e}")),
+        },
+    };
+    match result {
         Ok(report) => {
             for r in &report.reaped {
                 println!("reaped stale session of {} (uid {}, pid {:?})", r.user, r.uid, r.pid);

@@ -22,6 +22,7 @@ pub mod exit_code;
 pub(crate) mod ffi;
 pub mod keeper;
 pub mod liveness;
+pub mod logind;
 pub mod loginuid;
 pub mod pam;
 pub mod pam_codes;

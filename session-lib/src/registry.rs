@@ -187,6 +187,12 @@ impl SessionRegistry {
         self
     }
 
+    /// Whether a process running with effective uid `euid` can work on the
+    /// registry at all (root, or the trusted owner of a test root).
+    pub fn usable_by(&self, euid: u32) -> bool {
+        euid == 0 || euid == self.trusted_owner
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::liveness::{self, Liveness};
+use crate::logind::Logind;
 use crate::loginuid::{self, Loginuid};
 use crate::procfs::ProcessId;
 use crate::registry::{Closing, Record, RegistryError, SessionRegistry, UserSessions};
@@ -146,6 +147,11 @@ pub enum KeepReason {
         error: String,
     },
     Replaced,
+    /// systemd-logind tracks the user (a logind session or linger): the
+    /// dir is logind's, which removes it when it lets the user go.
+    Logind {
+        uid: u32,
+    },
     NotEmptied(String),
     Failed(String),
 }
@@ -170,6 +176,10 @@ impl fmt::Display for KeepReason {
                 "only podman's pause process (pid {pid}) was left, but stopping it failed: {error}; `jupyter-session gc` tries again (set stop_pause_process = false to leave it alone)"
             ),
             KeepReason::Replaced => f.write_str("replaced by a directory jupyter-session did not create"),
+            KeepReason::Logind { uid } => write!(
+                f,
+                "systemd-logind manages it (uid {uid} has a logind session or lingers); logind removes it when it lets the user go"
+            ),
             KeepReason::NotEmptied(why) => write!(f, "could not be emptied: {why}"),
             KeepReason::Failed(why) => f.write_str(why),
         }
@@ -191,6 +201,8 @@ pub struct Sessions {
     pub config: Config,
     pub dirs: RuntimeDirs,
     pub registry: SessionRegistry,
+    /// Where to read whether systemd-logind manages a user's runtime dir.
+    pub logind: Logind,
 }
 
 impl Sessions {
@@ -199,6 +211,7 @@ impl Sessions {
             config: config.clone(),
             dirs: RuntimeDirs::new(config),
             registry: SessionRegistry::new(&config.state_dir),
+            logind: Logind::default(),
         }
     }
 
@@ -327,38 +340,59 @@ impl Sessions {
     /// way (or stuck) is skipped and reported in `busy`.
     pub fn gc(&self, older_than: Option<u64>) -> Result<GcReport, SessionError> {
         let mut report = GcReport::default();
-        let now = crate::registry::now();
         for uid in self.registry.uids()? {
             let Some(sessions) = self.registry.try_lock_user(uid)? else {
                 report.busy.push(uid);
                 continue;
             };
-            let pass = sessions.reap_stale()?;
-            report.reaped.extend(pass.reaped);
-            report.unreadable += pass.unreadable;
-            let mut live = 0;
-            for entry in pass.live {
-                let expired = entry.record.id.is_some()
-                    && older_than.is_some_and(|age| now.saturating_sub(entry.record.since) >= age);
-                if expired {
-                    sessions.remove(&entry.key)?;
-                    report.expired.push(entry.record);
-                } else {
-                    live += 1;
-                }
-            }
-            if sessions.runtime_dir_marker().is_some() || sessions.runtime_dir_pending() {
-                let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
-                match self.settle(&sessions, live, &name) {
-                    DirFate::Removed { stopped_pause } => {
-                        report.removed_dirs.push(self.dirs.path_for(uid));
-                        report.stopped_pause.extend(stopped_pause);
-                    }
-                    DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
-                }
-            }
+            self.gc_locked(&sessions, older_than, &mut report)?;
         }
         Ok(report)
+    }
+
+    /// [`Sessions::gc`] of one user, waiting for their lock: the privileged
+    /// step at the end of a unit whose PAM close ran unprivileged (systemd's
+    /// `(sd-pam)`), `ExecStopPost=+jupyter-session gc --user NAME`.
+    pub fn gc_user(&self, user: &UserInfo, older_than: Option<u64>) -> Result<GcReport, SessionError> {
+        let mut report = GcReport::default();
+        let sessions = self.registry.lock_user(user.uid)?;
+        self.gc_locked(&sessions, older_than, &mut report)?;
+        Ok(report)
+    }
+
+    fn gc_locked(
+        &self,
+        sessions: &UserSessions,
+        older_than: Option<u64>,
+        report: &mut GcReport,
+    ) -> Result<(), SessionError> {
+        let uid = sessions.uid();
+        let now = crate::registry::now();
+        let pass = sessions.reap_stale()?;
+        report.reaped.extend(pass.reaped);
+        report.unreadable += pass.unreadable;
+        let mut live = 0;
+        for entry in pass.live {
+            let expired = entry.record.id.is_some()
+                && older_than.is_some_and(|age| now.saturating_sub(entry.record.since) >= age);
+            if expired {
+                sessions.remove(&entry.key)?;
+                report.expired.push(entry.record);
+            } else {
+                live += 1;
+            }
+        }
+        if sessions.runtime_dir_marker().is_some() || sessions.runtime_dir_pending() {
+            let name = UserInfo::by_uid(uid).map(|u| u.name).unwrap_or_default();
+            match self.settle(sessions, live, &name) {
+                DirFate::Removed { stopped_pause } => {
+                    report.removed_dirs.push(self.dirs.path_for(uid));
+                    report.stopped_pause.extend(stopped_pause);
+                }
+                DirFate::Kept(why) => report.kept_dirs.push((self.dirs.path_for(uid), why)),
+            }
+        }
+        Ok(())
     }
 
     /// A "pending" marker (an open killed while making the runtime dir)
@@ -393,6 +427,15 @@ impl Sessions {
         let uid = sessions.uid();
         if live > 0 {
             return DirFate::Kept(KeepReason::OtherSessions { uid, count: live });
+        }
+        if self.logind.manages(uid) {
+            // pam_jupyter ran before pam_systemd (or the user logged in
+            // through logind since): logind adopted the dir and removes it
+            // itself. Ours no more.
+            if sessions.runtime_dir_marker().is_some() {
+                let _ = sessions.set_runtime_dir_marker(None);
+            }
+            return DirFate::Kept(KeepReason::Logind { uid });
         }
         if !self.config.remove_on_last_close {
             return DirFate::Kept(KeepReason::RemovalDisabled);
@@ -548,6 +591,11 @@ pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome 
 
 /// pam_sm_close_session: drop this handle's record and settle the dir.
 pub fn close_session(host: &mut dyn PamHost, sessions: &Sessions) -> CloseOutcome {
+    close_session_as(host, sessions, nix::unistd::geteuid().as_raw())
+}
+
+/// [`close_session`] in a process whose effective uid is `euid` (for tests).
+pub fn close_session_as(host: &mut dyn PamHost, sessions: &Sessions, euid: u32) -> CloseOutcome {
     let config = &sessions.config;
     let user = match applicable_user(host, config) {
         Ok(u) => u,
@@ -557,6 +605,19 @@ pub fn close_session(host: &mut dyn PamHost, sessions: &Sessions) -> CloseOutcom
         }
         Err((false, msg)) => return CloseOutcome::NotApplicable(msg),
     };
+    if !sessions.registry.usable_by(euid) {
+        // systemd's `(sd-pam)` drops to the user before pam_close_session:
+        // nothing here may touch the registry or the dir, and nothing was
+        // done. The record is stale once the session's process (the unit's
+        // main process) has exited; the unit's privileged
+        // `ExecStopPost=+jupyter-session gc --user NAME` reaps it.
+        let msg = format!(
+            "close for {} (uid {}) runs without privileges (euid {euid}, as in systemd's (sd-pam)): left to `jupyter-session gc --user {}` as root (ExecStopPost=+ in a systemd unit), which reaps the record once the session's process is gone and settles the runtime dir",
+            user.name, user.uid, user.name
+        );
+        host.log(LogLevel::Info, &msg);
+        return CloseOutcome::NotApplicable(msg);
+    }
     let Some(me) = ProcessId::current() else {
         return CloseOutcome::Failed(SessionError::NoProcess.to_string());
     };

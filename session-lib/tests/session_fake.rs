@@ -291,6 +291,54 @@ fn gc_reaps_stale_records_expires_ids_and_removes_dirs() {
 }
 
 #[test]
+fn a_dir_logind_took_over_is_left_to_logind() {
+    // pam_jupyter before pam_systemd: pam_jupyter makes the dir, then logind
+    // starts tracking the user (and adopts the dir, which it removes itself).
+    let mut r = Root::new("logind", |_| {});
+    let logind = r.dir.join("systemd");
+    r.sessions.logind = session_lib::logind::Logind::at(&logind);
+    let mut host = FakeHost::expect(r.open_calls());
+    assert_eq!(session::open_session(&mut host, &r.sessions), OpenOutcome::Opened, "{:?}", host.logs);
+    std::fs::create_dir_all(logind.join("seats")).unwrap();
+    std::fs::create_dir_all(logind.join("users")).unwrap();
+    std::fs::write(logind.join("users").join(r.user.uid.to_string()), "STATE=active\n").unwrap();
+
+    host.then(r.close_calls());
+    assert_eq!(session::close_session(&mut host, &r.sessions), CloseOutcome::Closed, "{:?}", host.logs);
+    assert_eq!(r.records(), 0);
+    assert!(r.runtime_dir().is_dir(), "logind's now: not removed by pam_jupyter");
+    assert!(host.logged(LogLevel::Info).iter().any(|m| m.contains("systemd-logind manages it")), "{:?}", host.logs);
+    // Handed over for good: once logind lets the user go (and removed the
+    // dir), gc has nothing of the user to settle.
+    std::fs::remove_file(logind.join("users").join(r.user.uid.to_string())).unwrap();
+    std::fs::remove_dir(r.runtime_dir()).unwrap();
+    let report = r.sessions.gc(None).unwrap();
+    assert!(report.removed_dirs.is_empty() && report.kept_dirs.is_empty(), "{report:?}");
+}
+
+#[test]
+fn an_unprivileged_close_does_nothing_and_gc_user_settles_it() {
+    // systemd's (sd-pam) closes after dropping to the user.
+    let r = Root::new("sdpam", |_| {});
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = ProcessId::of(child.id()).unwrap_or(ProcessId { pid: child.id(), start_time: 1 });
+    child.wait().unwrap();
+    r.sessions.open(&r.user, "fake-svc", Holder::Process(dead)).unwrap();
+    let mut host = FakeHost::expect([Call::User(Ok(r.user.name.clone()))]);
+    let not_root = r.user.uid.max(1) + 1;
+    let out = session::close_session_as(&mut host, &r.sessions, not_root);
+    assert!(matches!(&out, CloseOutcome::NotApplicable(m) if m.contains("gc --user")), "{out:?}");
+    assert!(host.logged(LogLevel::Error).is_empty() && host.logged(LogLevel::Warning).is_empty(), "{:?}", host.logs);
+    assert!(host.logged(LogLevel::Info).iter().any(|m| m.contains("runs without privileges")), "{:?}", host.logs);
+    assert!(r.runtime_dir().is_dir(), "nothing touched");
+
+    let report = r.sessions.gc_user(&r.user, None).unwrap();
+    assert_eq!(report.reaped.len(), 1, "{report:?}");
+    assert_eq!(report.removed_dirs, vec![r.runtime_dir()], "{report:?}");
+    assert!(!r.runtime_dir().exists());
+}
+
+#[test]
 #[should_panic(expected = "did not make these expected host calls")]
 fn the_fake_fails_when_calls_are_left_over() {
     let _host = FakeHost::expect([Call::Service("never asked".into())]);

@@ -126,8 +126,14 @@ pub fn install(
 
 /// Config common to every hub: loopback ports, the local proxy, PAM login with `service`.
 pub fn base_config(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&TestUser]) -> String {
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    base_config_for(inst, dir, port, service, &names)
+}
+
+/// [`base_config`] for users given by name (users of a lab container, not of this host).
+pub fn base_config_for(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&str]) -> String {
     let mut c = String::new();
-    let allowed: Vec<String> = users.iter().map(|u| format!("{:?}", u.name)).collect();
+    let allowed: Vec<String> = users.iter().map(|u| format!("{u:?}")).collect();
     writeln!(c, "c = get_config()  # noqa").unwrap();
     writeln!(c, "c.JupyterHub.bind_url = 'http://127.0.0.1:{port}/'").unwrap();
     writeln!(c, "c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{}'", free_port()).unwrap();
@@ -162,6 +168,15 @@ pub fn shipped_keeper_service(prefix: &str, config: &Path) -> PamService {
         .collect();
     assert!(lines.iter().any(|l| l.contains("@MODULE@")), "etc/pam.d/jupyterhub.debian names pam_jupyter.so");
     PamService::create(prefix, &lines.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Run tests/jupyterhub/`script` with the venv's `python`: `args[0]`, the hub's URL `base`, then
+/// the rest of `args` (also for hubs that are not a [`Hub`], e.g. one in the systemd lab).
+pub fn run_script(python: &Path, base: &str, script: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(python);
+    cmd.arg(repo_dir().join("tests/jupyterhub").join(script)).arg(args[0]).arg(base).args(&args[1..]);
+    cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
+    run(&mut cmd)
 }
 
 /// A running hub; on drop: SIGTERM (the hub stops its servers and its proxy), then SIGKILL of
@@ -217,10 +232,7 @@ impl Hub {
 
     /// Run tests/jupyterhub/`script` with `args[0]`, the hub's URL, then the rest of `args`.
     pub fn script(&self, script: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(&self.python);
-        cmd.arg(repo_dir().join("tests/jupyterhub").join(script)).arg(args[0]).arg(&self.base).args(&args[1..]);
-        cmd.env_clear().env("PATH", SYSTEM_PATH).env("NO_PROXY", "*");
-        run(&mut cmd)
+        run_script(&self.python, &self.base, script, args)
     }
 
     /// [`Hub::script`], which must succeed (else the failure and the end of the hub log); its stdout.

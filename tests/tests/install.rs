@@ -105,6 +105,8 @@ fn real_install_then_the_quick_start_command() {
         "/usr/local/bin/jupyter-session",
         "/etc/pam.d/jupyterhub",
         "/etc/pam.d/jupyterhub.jupyter-session-new",
+        "/etc/pam.d/jupyterhub-unit",
+        "/etc/pam.d/jupyterhub-unit.jupyter-session-new",
         "/usr/local/share/man/man5/jupyter-session.toml.5",
         "/usr/local/share/man/man8/pam_jupyter.8",
         "/usr/local/share/bash-completion/completions/jupyter-session",
