@@ -529,6 +529,18 @@ pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome 
         Ok(_) => {}
         Err(e) => return undo(host, format!("session for {} refused: {e}", user.name)),
     }
+    if config.subids == crate::config::SubidMode::Allocate {
+        match crate::subid::allocate_for_session(config, &user.name, user.uid) {
+            Ok(Some(note)) => host.log(LogLevel::Info, &note),
+            Ok(None) => {}
+            Err(e) => {
+                return undo(
+                    host,
+                    format!("session for {} refused: subids = \"allocate\" could not give it a range: {e}", user.name),
+                );
+            }
+        }
+    }
     for (name, value) in &opened.env {
         if let Err(e) = host.putenv(name, value) {
             return undo(host, format!("session for {} refused: cannot export {name}: {e}", user.name));
