@@ -158,7 +158,8 @@ impl Layout {
         Some(self.uid_min + ((id - self.base) / self.size) as u32)
     }
 
-    fn intersects(&self, start: u64, end: u64) -> bool {
+    /// Whether `start..end` meets any computed range.
+    pub fn intersects(&self, start: u64, end: u64) -> bool {
         start < self.end() && self.base < end
     }
 }

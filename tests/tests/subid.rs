@@ -329,3 +329,49 @@ fn allocate_mode_in_32_parallel_sessions_writes_exactly_one_line() {
     assert!(!o.status.success(), "session opened despite the overlapping line");
     assert!(!etc.read("subuid").contains(&format!("{}:", other.name)), "nothing half-done: no subuid line either");
 }
+
+/// `jupyter-session check --json --user NAME` inside `etc`: the finding `id`.
+fn check_finding(etc: &PrivateEtc, user: &str, id: &str) -> serde_json::Value {
+    let mut c = Command::new(cli_path());
+    c.args(["check", "--json", "--user", user]);
+    let o = run(&mut etc.wrap(&c));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("check printed no JSON ({e}): {}", text(&o).1));
+    doc["findings"].as_array().unwrap().iter().find(|f| f["id"] == id).cloned().unwrap()
+}
+
+#[test]
+fn check_sees_ranges_through_the_provider_and_overlaps_with_computed_ranges() {
+    if !require_shadow("check_sees_ranges_through_the_provider_and_overlaps_with_computed_ranges") {
+        return;
+    }
+    let a = TestUser::create("subidc");
+    let listed = TestUser::create("subidm");
+    let etc = provider_etc(&[&a]);
+    let f = check_finding(&etc, &a.name, "subid.ranges");
+    let want = format!("{}:{SIZE}", computed(a.uid));
+    assert_eq!(f["status"], "pass", "{f:#}");
+    assert_eq!(f["observed"], format!("subuid {want} ({SIZE}), subgid {want} ({SIZE})"), "{f:#}");
+    assert!(f["evidence"].as_str().unwrap().contains("nsswitch subid: jupyter"), "{f:#}");
+    assert_eq!(check_finding(&etc, &a.name, "subid.overlap")["status"], "pass");
+
+    // A listed line inside another user's computed range: the provider
+    // refuses the layout, and check says which line and why.
+    let intruder = format!("{}:{}:{SIZE}\n", listed.name, computed(a.uid));
+    let kept: String =
+        etc.read("subuid").lines().filter(|l| !l.starts_with(&listed.name)).map(|l| format!("{l}\n")).collect();
+    etc.write("subuid", &format!("{kept}{intruder}"));
+    let f = check_finding(&etc, &listed.name, "subid.overlap");
+    assert_eq!(f["status"], "fail", "{f:#}");
+    assert!(f["observed"].as_str().unwrap().contains("overlaps the computed subordinate ids 1000000000-"), "{f:#}");
+    let f = check_finding(&etc, &a.name, "subid.ranges");
+    assert_eq!(f["status"], "fail", "{f:#}");
+    assert!(f["fix"]["text"].as_str().unwrap().contains("computed subordinate ids refused"), "{f:#}");
+
+    // An unmanaged uid: the fix names the uid range.
+    etc.write("subuid", &kept);
+    etc.write("security/jupyter-session.toml", &format!("subid_uid_min = 1000\nsubid_uid_max = {}\n", a.uid - 1));
+    let f = check_finding(&etc, &a.name, "subid.ranges");
+    assert_eq!(f["status"], "fail", "{f:#}");
+    assert!(f["fix"]["text"].as_str().unwrap().contains(&format!("uid {} is outside subid_uid_min", a.uid)), "{f:#}");
+}
