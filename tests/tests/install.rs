@@ -108,6 +108,7 @@ fn real_install_then_the_quick_start_command() {
     }
     let _restore = [
         Restore::save(module_dir().join("pam_jupyter.so")),
+        Restore::save(module_dir().parent().unwrap().join("libsubid_jupyter.so")),
         Restore::save(PathBuf::from("/usr/local/bin/jupyter-session")),
         Restore::save(PathBuf::from("/etc/pam.d/jupyterhub")),
         Restore::save(PathBuf::from("/etc/pam.d/jupyterhub.jupyter-session-new")),
