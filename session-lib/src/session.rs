@@ -405,7 +405,17 @@ impl Sessions {
         };
         let mut stopped_pause = None;
         if self.config.keep_while_processes {
-            let uids = || liveness::UidSet::of_user(uid, user);
+            let uids = || {
+                let mut set = liveness::UidSet::of_user(uid, user);
+                // With `subid: jupyter` shadow asks the provider, not the files.
+                let nss = std::path::Path::new("/etc/nsswitch.conf");
+                let paths = crate::subid::Paths::default();
+                if let Some(r) = crate::subid::provider_uid_ranges(&self.config, nss, &paths, user, &crate::subid::Nss)
+                {
+                    set.sub = r;
+                }
+                set
+            };
             let hints = liveness::DirHints::read(&self.dirs.path_for(uid), uid);
             match liveness::assess(&liveness::ProcFs, uid, &uids, &hints, self.config.stop_pause_process) {
                 Liveness::Unused => {}

@@ -364,6 +364,36 @@ impl Provider {
     }
 }
 
+/// The `subid:` source nsswitch.conf names, read as shadow's `nss_init`
+/// does: the first line starting `subid:` (any case), its first word;
+/// `None` for no line or `files`.
+pub fn nss_source(nsswitch: &str) -> Option<String> {
+    let line = nsswitch.lines().find(|l| l.len() >= 6 && l[..6].eq_ignore_ascii_case("subid:"))?;
+    let first = line[6..].split_whitespace().next()?;
+    (first != "files").then(|| first.to_string())
+}
+
+/// The subuid ranges shadow's tools get for `name` when `nsswitch` names
+/// this provider (`subid: jupyter`); `None` when it does not (the files
+/// then are what counts) or the user is unknown.
+pub fn provider_uid_ranges(
+    config: &Config,
+    nsswitch: &Path,
+    paths: &Paths,
+    name: &str,
+    users: &dyn Users,
+) -> Option<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string(nsswitch).ok()?;
+    if nss_source(&text).as_deref() != Some(PROVIDER_NAME) {
+        return None;
+    }
+    Provider::load(Ok(config), paths, users).ranges(name, Kind::Uid, users).ok()
+}
+
+/// The name in `subid: NAME` for this provider (shadow loads
+/// `libsubid_NAME.so`).
+pub const PROVIDER_NAME: &str = "jupyter";
+
 /// What [`allocate`] did for each file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Allocated {
@@ -715,6 +745,26 @@ mod tests {
         assert!(p.layout.is_err());
         assert_eq!(p.ranges("listed", Kind::Uid, &u), Ok(vec![(1_000_000_000, 10)]));
         assert_eq!(p.ranges("dir", Kind::Uid, &u), Ok(vec![]));
+    }
+
+    #[test]
+    fn provider_ranges_only_when_nsswitch_names_it() {
+        assert_eq!(nss_source("passwd: files\nsubid:   jupyter sss\n").as_deref(), Some("jupyter"));
+        assert_eq!(nss_source("SUBID: files\n"), None);
+        assert_eq!(nss_source("#subid: jupyter\n"), None);
+        let dir = std::env::temp_dir().join(format!("js-subid-nss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = Paths { subuid: dir.join("subuid"), subgid: dir.join("subgid"), pwd_lock: dir.join("l") };
+        std::fs::write(&paths.subuid, "listed:100000:65536\n").unwrap();
+        let nss = dir.join("nsswitch.conf");
+        let u = users(&[("dir", 1007), ("listed", 1001)]);
+        let c = Config::default();
+        std::fs::write(&nss, "passwd: files\n").unwrap();
+        assert_eq!(provider_uid_ranges(&c, &nss, &paths, "dir", &u), None);
+        std::fs::write(&nss, "subid: jupyter\n").unwrap();
+        assert_eq!(provider_uid_ranges(&c, &nss, &paths, "dir", &u), Some(vec![(1_000_000_000 + 7 * 65536, 65536)]));
+        assert_eq!(provider_uid_ranges(&c, &nss, &paths, "listed", &u), Some(vec![(100000, 65536)]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

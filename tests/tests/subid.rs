@@ -119,7 +119,7 @@ fn image_tar() -> PathBuf {
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "id", "stat", "cat"] {
+    for applet in ["sh", "id", "stat", "cat", "sleep"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -185,7 +185,74 @@ fn rootless_podman_in_a_keeper_session_uses_the_computed_range() {
     let want = format!("1 {} {SIZE}", computed(u.uid));
     let maps: Vec<String> = out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
     assert_eq!(maps.iter().filter(|l| **l == want).count(), 2, "uid_map and gid_map: {out}\n{err}");
+
+    // A detached container running as a computed subuid, conmon and the
+    // pause process killed: the last close still sees it (the liveness
+    // check asks the provider for the user's subuids) and keeps the dir.
+    let o = call(
+        &etc,
+        podman(&["run", "-d", "--user", "1000:1000", "--network", "none", "localhost/subid-bb", "sleep", "600"]),
+    );
+    assert!(o.status.success(), "podman run -d: {}", text(&o).1);
+    let id = text(&o).0.trim().to_string();
+    let o = call(&etc, podman(&["inspect", "--format", "{{.State.Pid}} {{.State.ConmonPid}}", &id]));
+    let pids: Vec<i32> = text(&o).0.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let (container, conmon) = (pids[0], pids[1]);
+    if container <= 0 {
+        let o = call(&etc, podman(&["ps", "-a"]));
+        let o2 = call(&etc, podman(&["logs", &id]));
+        let o3 = call(&etc, podman(&["inspect", &id]));
+        panic!(
+            "not running: {:?} {:?} {}",
+            text(&o),
+            text(&o2),
+            text(&o3)
+                .0
+                .lines()
+                .filter(|l| l.contains("Error") || l.contains("Exit") || l.contains("Status"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let _reap = KillOnDrop(container);
+    let status = fs::read_to_string(format!("/proc/{container}/status")).unwrap();
+    let real: u64 =
+        status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(real, computed(u.uid) + 999, "container uid 1000 is the computed range's 1000th id");
+    kill_and_wait(conmon);
+    if let Some(pause) =
+        fs::read_to_string(u.runtime_dir().join("libpod/tmp/pause.pid")).ok().and_then(|t| t.trim().parse().ok())
+    {
+        kill_and_wait(pause);
+    }
+    let o = go(&etc, &["true"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(u.runtime_dir().join("libpod").is_dir(), "the last close removed the dir under a running container");
     let _ = fs::remove_file(&tar);
+}
+
+/// SIGKILL a process by pid when dropped (a container's process runs as a
+/// subuid, which TestUser's cleanup does not cover).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_and_wait(self.0);
+    }
+}
+
+fn kill_and_wait(pid: i32) {
+    if pid <= 0 {
+        return; // never a process group
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    for _ in 0..200 {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.is_empty() || state.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
