@@ -17,6 +17,7 @@
 //! files with shadow's locking protocol ([`allocate`]).
 #![forbid(unsafe_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl, openat};
+use nix::fcntl::{AtFlags, FcntlArg, OFlag, fcntl, openat};
 use nix::sys::stat::{Mode, fstat};
 
 use crate::config::{Config, ConfigError};
@@ -408,10 +409,11 @@ pub enum Allocated {
 /// threads of one PAM host exclude each other too; it conflicts with the
 /// classic lock glibc takes), then `FILE.lock` made by linking a
 /// `FILE.PID` file holding our pid (a lock whose pid is dead is stale and
-/// removed). Released on drop, in reverse order.
+/// removed). Everything through the directories' fds, never following a
+/// symlink. Released on drop, in reverse order.
 struct ShadowLock {
     _pwd: File,
-    links: Vec<PathBuf>,
+    links: Vec<(OwnedFd, OsString)>,
 }
 
 /// A non-blocking whole-file write lock on the open file description
@@ -430,14 +432,32 @@ fn ofd_write_lock(fd: BorrowedFd<'_>) -> Result<(), Errno> {
 
 const LOCK_WAIT: Duration = Duration::from_secs(15);
 
+/// The directory of `path` (opened `O_DIRECTORY`) and the file's name in it.
+fn parent_fd(path: &Path) -> Result<(OwnedFd, OsString), String> {
+    let name = path.file_name().ok_or_else(|| format!("{} has no file name", path.display()))?.to_owned();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("/"));
+    let fd = nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("cannot open {}: {}", dir.display(), e.desc()))?;
+    Ok((fd, name))
+}
+
+fn suffixed(name: &OsStr, suffix: &str) -> OsString {
+    let mut s = name.to_owned();
+    s.push(suffix);
+    s
+}
+
 impl ShadowLock {
     fn take(paths: &Paths, files: &[&Path]) -> Result<ShadowLock, String> {
-        let pwd = File::options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&paths.pwd_lock)
-            .map_err(|e| format!("cannot open {}: {e}", paths.pwd_lock.display()))?;
+        let (dir, name) = parent_fd(&paths.pwd_lock)?;
+        let pwd = openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map(File::from)
+        .map_err(|e| format!("cannot open {}: {}", paths.pwd_lock.display(), e.desc()))?;
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             match ofd_write_lock(pwd.as_fd()) {
@@ -466,44 +486,57 @@ impl ShadowLock {
 
 impl Drop for ShadowLock {
     fn drop(&mut self) {
-        for l in self.links.iter().rev() {
-            let _ = std::fs::remove_file(l);
+        for (dir, name) in self.links.iter().rev() {
+            let _ = nix::unistd::unlinkat(dir, name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
     }
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// `FILE.lock` by shadow's link protocol; returns the lock's path.
-fn lock_link(file: &Path) -> Result<PathBuf, String> {
+/// `FILE.lock` by shadow's link protocol; returns its directory and name.
+fn lock_link(file: &Path) -> Result<(OwnedFd, OsString), String> {
+    use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
     let me = std::process::id();
-    let tmp = with_suffix(file, &format!(".{me}"));
-    let lock = with_suffix(file, ".lock");
-    let mut f = File::options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let (dir, name) = parent_fd(file)?;
+    let tmp = suffixed(&name, &format!(".{me}"));
+    let lock = suffixed(&name, ".lock");
+    let shown = |n: &OsStr| file.with_file_name(n).display().to_string();
+    let f = openat(
+        &dir,
+        tmp.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| format!("cannot create {}: {}", shown(&tmp), e.desc()))?;
+    let mut f = File::from(f);
     let written = f.write_all(format!("{me}\0").as_bytes()).and_then(|()| f.sync_data());
     drop(f);
+    let unlink_tmp = || unlinkat(&dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {}: {e}", tmp.display()));
+        let _ = unlink_tmp();
+        return Err(format!("cannot write {}: {e}", shown(&tmp)));
     }
     let result = (|| {
         for _ in 0..2 {
-            match std::fs::hard_link(&tmp, &lock) {
-                Ok(()) => return Ok(lock.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", lock.display())),
+            match linkat(&dir, tmp.as_os_str(), &dir, lock.as_os_str(), AtFlags::empty()) {
+                // As shadow: the link must have made exactly two names.
+                Ok(()) => {
+                    let st = nix::sys::stat::fstatat(&dir, tmp.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|e| format!("cannot stat {}: {}", shown(&tmp), e.desc()))?;
+                    if st.st_nlink != 2 {
+                        let _ = unlinkat(&dir, lock.as_os_str(), UnlinkatFlags::NoRemoveDir);
+                        return Err(format!("{}: lock file already used (nlink {})", shown(&tmp), st.st_nlink));
+                    }
+                    return Ok(());
+                }
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(format!("cannot create {}: {}", shown(&lock), e.desc())),
             }
             let mut text = String::new();
-            let _ = File::open(&lock).and_then(|mut f| f.read_to_string(&mut text));
+            if let Ok(fd) =
+                openat(&dir, lock.as_os_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            {
+                let _ = File::from(fd).take(64).read_to_string(&mut text);
+            }
             let holder: Option<i32> = text.trim_end_matches('\0').trim().parse().ok();
             let dead = holder.is_some_and(|p| {
                 p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(Errno::ESRCH)
@@ -511,16 +544,16 @@ fn lock_link(file: &Path) -> Result<PathBuf, String> {
             if !dead {
                 return Err(format!(
                     "{} is held by pid {} (a running passwd/shadow tool?); try again, or remove it if no such tool runs",
-                    lock.display(),
+                    shown(&lock),
                     holder.map_or_else(|| format!("'{text}'"), |p| p.to_string())
                 ));
             }
-            let _ = std::fs::remove_file(&lock);
+            let _ = unlinkat(&dir, lock.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
-        Err(format!("{} keeps reappearing; try again", lock.display()))
+        Err(format!("{} keeps reappearing; try again", shown(&lock)))
     })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+    let _ = unlink_tmp();
+    result.map(|()| (dir, lock))
 }
 
 /// Append `line` to `path` the way shadow's commonio writes: a new file
