@@ -369,8 +369,11 @@ impl Provider {
 /// does: the first line starting `subid:` (any case), its first word;
 /// `None` for no line or `files`.
 pub fn nss_source(nsswitch: &str) -> Option<String> {
-    let line = nsswitch.lines().find(|l| l.len() >= 6 && l[..6].eq_ignore_ascii_case("subid:"))?;
-    let first = line[6..].split_whitespace().next()?;
+    let rest = nsswitch.lines().find_map(|l| {
+        let (head, rest) = (l.get(..6)?, l.get(6..)?);
+        head.eq_ignore_ascii_case("subid:").then_some(rest)
+    })?;
+    let first = rest.split_whitespace().next()?;
     (first != "files").then(|| first.to_string())
 }
 
@@ -785,6 +788,7 @@ mod tests {
         assert_eq!(nss_source("passwd: files\nsubid:   jupyter sss\n").as_deref(), Some("jupyter"));
         assert_eq!(nss_source("SUBID: files\n"), None);
         assert_eq!(nss_source("#subid: jupyter\n"), None);
+        assert_eq!(nss_source("é€x\nsubid:\n"), None, "no panic on a non-ASCII line, none for an empty source");
         let dir = std::env::temp_dir().join(format!("js-subid-nss-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let paths = Paths { subuid: dir.join("subuid"), subgid: dir.join("subgid"), pwd_lock: dir.join("l") };
