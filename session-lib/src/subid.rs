@@ -201,7 +201,7 @@ pub fn parse_file(text: &str, path: &Path) -> (Vec<Range>, Vec<String>) {
 /// Resolves user names and uids (NSS in production, a table in tests).
 pub trait Users {
     fn uid_of(&self, name: &str) -> Option<u32>;
-    fn exists(&self, uid: u32) -> bool;
+    fn name_of(&self, uid: u32) -> Option<String>;
 }
 
 /// The passwd database through reentrant NSS calls.
@@ -211,8 +211,8 @@ impl Users for Nss {
     fn uid_of(&self, name: &str) -> Option<u32> {
         nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
     }
-    fn exists(&self, uid: u32) -> bool {
-        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().is_some()
+    fn name_of(&self, uid: u32) -> Option<String> {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
     }
 }
 
@@ -316,27 +316,27 @@ impl Provider {
 
     /// The ranges of `owner` (a user name, or a uid in digits): its lines
     /// in the file if it has any, else its computed range if it is managed.
+    /// Name lookups: one or two per call, never one per file line.
     pub fn ranges(&self, owner: &str, kind: Kind, users: &dyn Users) -> Result<Vec<(u64, u64)>, LookupError> {
-        let uid = owner_uid(owner, users).filter(|u| users.exists(*u));
-        let listed: Vec<(u64, u64)> = self
-            .file(kind)
-            .iter()
-            .filter(|r| r.owner == owner || uid.is_some_and(|u| r.owner == u.to_string()))
-            .map(|r| (r.start, r.count))
-            .collect();
+        let user = match users.uid_of(owner) {
+            Some(uid) => Some((owner.to_string(), uid)),
+            None => owner.parse::<u32>().ok().and_then(|uid| users.name_of(uid).map(|n| (n, uid))),
+        };
+        let listed: Vec<(u64, u64)> = match &user {
+            Some((name, uid)) => self.lines_of(kind, name, *uid).map(|r| (r.start, r.count)).collect(),
+            None => self.file(kind).iter().filter(|r| r.owner == owner).map(|r| (r.start, r.count)).collect(),
+        };
         if !listed.is_empty() {
             return Ok(listed);
         }
-        let Some(uid) = uid else { return Err(LookupError::UnknownUser) };
-        Ok(self.computed(uid, kind, users).into_iter().collect())
+        let Some((_, uid)) = user else { return Err(LookupError::UnknownUser) };
+        Ok(self.layout.as_ref().ok().and_then(|l| l.range_of(uid)).into_iter().collect())
     }
 
-    /// A user's computed range, if the layout stands, the uid is managed
-    /// and the user has no line of this kind in the file.
-    fn computed(&self, uid: u32, kind: Kind, users: &dyn Users) -> Option<(u64, u64)> {
-        let layout = self.layout.as_ref().ok()?;
-        let listed = self.file(kind).iter().any(|r| owner_uid(&r.owner, users) == Some(uid));
-        if listed { None } else { layout.range_of(uid) }
+    /// The file lines of a user, by name or by uid.
+    fn lines_of<'a>(&'a self, kind: Kind, name: &'a str, uid: u32) -> impl Iterator<Item = &'a Range> + 'a {
+        let digits = uid.to_string();
+        self.file(kind).iter().filter(move |r| r.owner == name || r.owner == digits)
     }
 
     /// Whether `owner` owns all of `start..start+count`.
@@ -355,8 +355,11 @@ impl Provider {
             .filter_map(|r| owner_uid(&r.owner, users))
             .collect();
         if let Some(uid) = self.layout.as_ref().ok().and_then(|l| l.owner_of(id)) {
-            if users.exists(uid) && self.computed(uid, kind, users).is_some() {
-                out.push(uid);
+            // The computed owner, if that user exists and has no line here.
+            if let Some(name) = users.name_of(uid) {
+                if self.lines_of(kind, &name, uid).next().is_none() {
+                    out.push(uid);
+                }
             }
         }
         out.sort_unstable();
@@ -657,8 +660,8 @@ mod tests {
         fn uid_of(&self, name: &str) -> Option<u32> {
             self.0.get(name).copied()
         }
-        fn exists(&self, uid: u32) -> bool {
-            self.0.values().any(|u| *u == uid)
+        fn name_of(&self, uid: u32) -> Option<String> {
+            self.0.iter().find(|(_, u)| **u == uid).map(|(n, _)| n.clone())
         }
     }
     fn users(list: &[(&str, u32)]) -> Table {
