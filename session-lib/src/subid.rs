@@ -712,6 +712,34 @@ mod tests {
     }
 
     #[test]
+    fn config_keys_are_parsed_and_bad_values_named() {
+        use crate::config::SubidMode;
+        let file = |t: &str| Config::from_toml(t, Path::new("/etc/security/jupyter-session.toml"));
+        let c = file("subids = \"allocate\"\nsubid_base = 2000000000\nsubid_size = 4096\nsubid_uid_min = 5000\nsubid_uid_max = 9000\n")
+            .unwrap();
+        assert_eq!(c.subids, SubidMode::Allocate);
+        assert_eq!(
+            Layout::from_config(&c),
+            Ok(Layout { base: 2_000_000_000, size: 4096, uid_min: 5000, uid_max: 9000 })
+        );
+        assert_eq!(Config::default().subids, SubidMode::Off, "off by default");
+        assert!(Layout::from_config(&Config::default()).is_ok(), "the defaults are a valid layout");
+        for bad in [
+            "subids = \"sometimes\"",
+            "subids = true",
+            "subid_size = 0",
+            "subid_base = -1",
+            "subid_base = 4294967296",
+            "subid_uid_max = 4294967295",
+            "subid_uid_min = \"1000\"",
+        ] {
+            let e = file(bad).unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.contains(&format!("'{key}'")) && e.contains("line 1"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn uids_outside_the_managed_range_get_nothing() {
         let l = layout();
         assert_eq!(l.range_of(999), None);
