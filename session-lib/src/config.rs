@@ -98,6 +98,28 @@ pub struct Config {
     /// Log every decision at debug level (a bare `debug` module argument means `debug=true`).
     /// Default: `false`.
     pub debug: bool,
+    /// `"allocate"`: at session open, pam_jupyter appends the user's computed
+    /// subordinate id range to /etc/subuid and /etc/subgid where they have no
+    /// line (under shadow's locks). Default `"off"`: the files are not touched.
+    pub subids: SubidMode,
+    /// First id of the computed subordinate id ranges (the NSS provider
+    /// `subid: jupyter` and `subids = "allocate"`); must be above
+    /// `subid_uid_max` and clear of every range in the files. Default 1000000000.
+    pub subid_base: u64,
+    /// Subordinate ids per user (both subuids and subgids). Default 65536.
+    pub subid_size: u64,
+    /// Lowest uid that gets a computed range. Default 1000.
+    pub subid_uid_min: u32,
+    /// Highest uid that gets a computed range; base + (max - min + 1) * size
+    /// must stay below 2^32 - 1. Default 50000.
+    pub subid_uid_max: u32,
+}
+
+/// Whether pam_jupyter writes subordinate id ranges into the files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubidMode {
+    Off,
+    Allocate,
 }
 
 impl Default for Config {
@@ -116,6 +138,11 @@ impl Default for Config {
             loginuid: LoginuidPolicy::Auto,
             path: DEFAULT_PATH.to_string(),
             debug: false,
+            subids: SubidMode::Off,
+            subid_base: 1_000_000_000,
+            subid_size: 65536,
+            subid_uid_min: 1000,
+            subid_uid_max: 50000,
         }
     }
 }
@@ -210,6 +237,11 @@ pub const KEYS: &[&str] = &[
     "loginuid",
     "path",
     "debug",
+    "subids",
+    "subid_base",
+    "subid_size",
+    "subid_uid_min",
+    "subid_uid_max",
 ];
 
 /// A value before it is checked: from TOML, or a `key=value` string.
@@ -428,6 +460,27 @@ impl Config {
                     })?
             }
             "debug" => self.debug = boolean(&value).ok_or_else(|| bad("true or false"))?,
+            "subids" => {
+                self.subids = match text(&value).as_deref() {
+                    Some("off") => SubidMode::Off,
+                    Some("allocate") => SubidMode::Allocate,
+                    _ => return Err(bad("\"off\" or \"allocate\"")),
+                }
+            }
+            "subid_base" | "subid_size" => {
+                let n = integer(&value)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .filter(|n| (1..=u32::MAX as u64).contains(n))
+                    .ok_or_else(|| bad("a whole number from 1 to 4294967295"))?;
+                if key == "subid_base" { self.subid_base = n } else { self.subid_size = n }
+            }
+            "subid_uid_min" | "subid_uid_max" => {
+                let n = integer(&value)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n < u32::MAX)
+                    .ok_or_else(|| bad("a uid, a whole number from 0 to 4294967294"))?;
+                if key == "subid_uid_min" { self.subid_uid_min = n } else { self.subid_uid_max = n }
+            }
             _ => return Err(ConfigError::UnknownKey { key: key.to_string(), source }),
         }
         Ok(())

@@ -32,6 +32,7 @@ pub mod runtime_dir;
 pub mod selinux;
 pub mod session;
 pub mod session_env;
+pub mod subid;
 mod tmpfs;
 pub mod trust;
 pub mod user;

@@ -448,7 +448,17 @@ impl Sessions {
         };
         let mut stopped_pause = None;
         if self.config.keep_while_processes {
-            let uids = || liveness::UidSet::of_user(uid, user);
+            let uids = || {
+                let mut set = liveness::UidSet::of_user(uid, user);
+                // With `subid: jupyter` shadow asks the provider, not the files.
+                let nss = std::path::Path::new("/etc/nsswitch.conf");
+                let paths = crate::subid::Paths::default();
+                if let Some(r) = crate::subid::provider_uid_ranges(&self.config, nss, &paths, user, &crate::subid::Nss)
+                {
+                    set.sub = r;
+                }
+                set
+            };
             let hints = liveness::DirHints::read(&self.dirs.path_for(uid), uid);
             match liveness::assess(&liveness::ProcFs, uid, &uids, &hints, self.config.stop_pause_process) {
                 Liveness::Unused => {}
@@ -571,6 +581,18 @@ pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome 
         Ok(Loginuid::Skipped(why)) if config.debug => host.log(LogLevel::Debug, &format!("loginuid not set: {why}")),
         Ok(_) => {}
         Err(e) => return undo(host, format!("session for {} refused: {e}", user.name)),
+    }
+    if config.subids == crate::config::SubidMode::Allocate {
+        match crate::subid::allocate_for_session(config, &user.name, user.uid) {
+            Ok(Some(note)) => host.log(LogLevel::Info, &note),
+            Ok(None) => {}
+            Err(e) => {
+                return undo(
+                    host,
+                    format!("session for {} refused: subids = \"allocate\" could not give it a range: {e}", user.name),
+                );
+            }
+        }
     }
     for (name, value) in &opened.env {
         if let Err(e) = host.putenv(name, value) {

@@ -533,3 +533,186 @@ pub fn release_build() -> PathBuf {
     })
     .clone()
 }
+
+/// The built subid NSS provider `libsubid_jupyter.so` (crate nss_subid).
+pub fn subid_provider_path() -> PathBuf {
+    let p = target_dir().join("libsubid_jupyter.so");
+    assert!(p.is_file(), "{} missing: run `cargo build --workspace` before the tests", p.display());
+    p
+}
+
+/// Where shadow's `dlopen("libsubid_jupyter.so")` finds the provider (a
+/// trusted directory; even the setuid newuidmap searches it). Inert on its
+/// own: nothing loads it without `subid: jupyter` in nsswitch.conf, which
+/// only a [`PrivateEtc`] has. install.sh puts it in the same place.
+pub const SUBID_PROVIDER_INSTALLED: &str = "/usr/lib/x86_64-linux-gnu/libsubid_jupyter.so";
+
+/// Install the built provider at [`SUBID_PROVIDER_INSTALLED`], once per
+/// test process, atomically (a copy renamed into place).
+pub fn install_subid_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let tmp = format!("{SUBID_PROVIDER_INSTALLED}.{}", unique("t"));
+        fs::copy(subid_provider_path(), &tmp).unwrap();
+        fs::rename(&tmp, SUBID_PROVIDER_INSTALLED).unwrap();
+    });
+}
+
+/// A private copy of /etc (under /var/tmp/subid-*) that commands see at
+/// /etc through [`PrivateEtc::wrap`]: each runs in its own mount namespace
+/// with the copy bind-mounted over /etc, so a test can change nsswitch.conf,
+/// /etc/subuid, /etc/subgid and /etc/security/jupyter-session.toml without
+/// touching the real ones. Make users and PAM services first: the copy is
+/// taken when this is created. Removed on drop.
+pub struct PrivateEtc {
+    pub root: PathBuf,
+}
+
+impl PrivateEtc {
+    pub fn new() -> PrivateEtc {
+        let root = PathBuf::from(format!("/var/tmp/{}", unique("subid-etc")));
+        fs::create_dir_all(&root).unwrap();
+        {
+            let _lock = passwd_lock();
+            run_ok(Command::new("cp").arg("-a").arg("/etc").arg(root.join("etc")));
+        }
+        PrivateEtc { root }
+    }
+
+    /// A path inside the copy, e.g. `etc("subuid")`.
+    pub fn etc(&self, rel: &str) -> PathBuf {
+        self.root.join("etc").join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.etc(rel)).unwrap_or_default()
+    }
+
+    /// Write a file of the copy, root-owned 0644 like the real one.
+    pub fn write(&self, rel: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.etc(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// Append `subid: jupyter` to the copy's nsswitch.conf.
+    pub fn use_subid_provider(&self) {
+        install_subid_provider();
+        let text = self.read("nsswitch.conf");
+        self.write("nsswitch.conf", &format!("{text}subid:          jupyter\n"));
+    }
+
+    /// Drop `user`'s lines (by name or uid) from the copy's subuid and subgid.
+    pub fn drop_subid_lines(&self, user: &TestUser) {
+        for f in ["subuid", "subgid"] {
+            let kept: String = self
+                .read(f)
+                .lines()
+                .filter(|l| {
+                    let owner = l.split(':').next().unwrap_or("");
+                    owner != user.name && owner != user.uid.to_string()
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            self.write(f, &kept);
+        }
+    }
+
+    /// `cmd`, run in a fresh mount namespace with the copy over /etc (and
+    /// with `cmd`'s environment changes, e.g. keeper_cmd's).
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        self.wrap_with(cmd, "")
+    }
+
+    /// As [`wrap`](Self::wrap), with /dev replaced by a minimal one whose
+    /// `/dev/log` is `sink`'s socket, so syslog(3) lines reach the test.
+    pub fn wrap_logged(&self, cmd: &Command, sink: &SyslogSink) -> Command {
+        let dev = self.root.join("dev");
+        fs::create_dir_all(&dev).unwrap();
+        for n in ["null", "zero", "urandom"] {
+            if !dev.join(n).exists() {
+                run_ok(Command::new("cp").arg("-a").arg(format!("/dev/{n}")).arg(&dev));
+            }
+        }
+        let _ = File::create(dev.join("log")).unwrap();
+        let extra = format!(" && mount --bind {} /dev && mount --bind {} /dev/log", dev.display(), sink.path.display());
+        self.wrap_with(cmd, &extra)
+    }
+
+    fn wrap_with(&self, cmd: &Command, extra: &str) -> Command {
+        let script = format!("mount --bind {} /etc{extra} && exec \"$@\"", self.root.join("etc").display());
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "--", "sh", "-c", &script, "sh"]);
+        c.arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+}
+
+impl Default for PrivateEtc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrivateEtc {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A datagram socket standing in for /dev/log (see [`PrivateEtc::wrap_logged`]),
+/// read continuously by a thread (a full socket queue would block every
+/// process that logs).
+pub struct SyslogSink {
+    pub path: PathBuf,
+    lines: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl SyslogSink {
+    pub fn new() -> SyslogSink {
+        let path = PathBuf::from(format!("/var/tmp/{}.log", unique("subid-syslog")));
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = lines.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            // Ends with the test process (the socket file is removed on drop).
+            while let Ok(n) = socket.recv(&mut buf) {
+                let mut l = into.lock().unwrap();
+                l.push_str(&String::from_utf8_lossy(&buf[..n]));
+                l.push('\n');
+            }
+        });
+        SyslogSink { path, lines }
+    }
+
+    /// Every message received since the last call, one per line (waits a
+    /// moment for messages still in flight).
+    pub fn drain(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+impl Default for SyslogSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SyslogSink {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

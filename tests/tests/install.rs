@@ -46,6 +46,11 @@ fn destdir_install_lays_out_files_and_never_overwrites_a_changed_pam_file() {
     assert_eq!(std::fs::read(&installed_cli).unwrap(), std::fs::read(&cli).unwrap());
     assert_eq!(owner_mode(&installed_module).unwrap().2, 0o644);
     assert_eq!(owner_mode(&installed_cli).unwrap().2, 0o755);
+    // The subid NSS provider beside the PAM directory; nsswitch.conf never written.
+    let installed_provider = dest.join(moddir.parent().unwrap().strip_prefix("/").unwrap()).join("libsubid_jupyter.so");
+    assert_eq!(std::fs::read(&installed_provider).unwrap(), std::fs::read(subid_provider_path()).unwrap(), "{log}");
+    assert_eq!(owner_mode(&installed_provider).unwrap().2, 0o644);
+    assert!(!dest.join("etc/nsswitch.conf").exists(), "install.sh wrote nsswitch.conf");
     let shipped = std::fs::read_to_string(repo().join("etc/pam.d/jupyterhub.debian")).unwrap();
     assert_eq!(std::fs::read_to_string(&service).unwrap(), shipped);
     assert!(
@@ -117,6 +122,7 @@ fn real_install_then_the_quick_start_command() {
     .map(PathBuf::from)
     .collect();
     installed.push(module_dir().join("pam_jupyter.so"));
+    installed.push(module_dir().parent().unwrap().join("libsubid_jupyter.so"));
     for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc"] {
         installed.push(PathBuf::from(format!("/usr/local/share/man/man1/jupyter-session{page}.1")));
     }

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use super::{Context, Status, Verdict, Who, read_text, run_with_timeout};
+use crate::config::SubidMode;
+use crate::subid::{Layout, Nss, Paths, Provider};
 
 /// What podman needs for a full 16-bit id space inside the container.
 pub const MIN_IDS: u64 = 65536;
@@ -61,6 +63,20 @@ fn nss_subid_source(ctx: &Context) -> Option<String> {
         (!src.is_empty() && src != "files").then(|| src.to_string())
     })
 }
+
+/// The computed layout, when something uses it (the provider named in
+/// nsswitch.conf, `subid: jupyter`, or `subids = "allocate"`): the same
+/// computation libsubid_jupyter.so makes, on the same files.
+fn computed_layout(ctx: &Context) -> Option<Result<Layout, String>> {
+    let uses = nss_subid_source(ctx).as_deref() == Some(PROVIDER) || ctx.config.subids == SubidMode::Allocate;
+    uses.then(|| {
+        let paths = Paths { subuid: ctx.paths.subuid.clone(), subgid: ctx.paths.subgid.clone(), ..Paths::default() };
+        Provider::load(Ok(&ctx.config), &paths, &Nss).layout
+    })
+}
+
+/// The provider's name in `subid: NAME` (shadow loads libsubid_NAME.so).
+const PROVIDER: &str = "jupyter";
 
 /// The user's ranges: from `getsubids` when an NSS source is configured,
 /// else from the files. Returns (uid ranges, gid ranges, evidence).
@@ -139,6 +155,17 @@ pub(super) fn ranges(ctx: &Context) -> Verdict {
         start + MIN_IDS - 1,
         pw.name
     );
+    if (uids.is_empty() || gids.is_empty()) && nss_subid_source(ctx).as_deref() == Some(PROVIDER) {
+        let why = match computed_layout(ctx) {
+            Some(Err(e)) => e,
+            Some(Ok(l)) if !l.manages(ctx.uid) => format!(
+                "uid {} is outside subid_uid_min = {} .. subid_uid_max = {} in the config: widen that range (docs/subids.md) or give {} lines in /etc/subuid and /etc/subgid",
+                ctx.uid, l.uid_min, l.uid_max, pw.name
+            ),
+            _ => format!("libsubid_jupyter.so gave no range for {}: see its syslog lines (LOG_AUTHPRIV)", pw.name),
+        };
+        return Verdict::new(Status::Fail, observed, expected, evidence).fix(Who::Admin, why);
+    }
     if uids.is_empty() || gids.is_empty() {
         return Verdict::new(Status::Fail, observed, expected, evidence).fix(
             Who::Admin,
@@ -197,6 +224,34 @@ pub(super) fn overlap(ctx: &Context) -> Verdict {
                 let id = if kind == "subuid" { *uid } else { *gid };
                 if name != &pw.name && m.contains(id) {
                     clashes.push(format!("{kind} {}:{} contains the real id {id} of {name}", m.start, m.count));
+                }
+            }
+        }
+    }
+    // The computed ranges (provider or allocate mode): the user's ranges may
+    // meet them only as exactly the user's own computed range.
+    match computed_layout(ctx) {
+        None => {}
+        Some(Err(e)) => clashes.push(e),
+        Some(Ok(l)) => {
+            let own = l.range_of(pw.uid);
+            let (uids, gids) = match my_ranges(ctx, &pw.name) {
+                Ok((u, g, _)) => (u, g),
+                Err(_) => (Vec::new(), Vec::new()),
+            };
+            for (kind, r) in uids.iter().map(|r| ("subuid", r)).chain(gids.iter().map(|r| ("subgid", r))) {
+                if l.intersects(r.start, r.end()) && own != Some((r.start, r.count)) {
+                    clashes.push(format!(
+                        "{kind} {}:{} overlaps the computed ranges {}-{} of uids {}-{} (subid_base = {}, subid_size = {})",
+                        r.start,
+                        r.count,
+                        l.base,
+                        l.end() - 1,
+                        l.uid_min,
+                        l.uid_max,
+                        l.base,
+                        l.size
+                    ));
                 }
             }
         }
@@ -327,6 +382,39 @@ mod tests {
         assert_eq!(v.status, Status::Fail);
         assert!(v.observed.contains("overlaps someone's 100000:65536"), "{}", v.observed);
         assert!(v.observed.contains("real id 170000 of big"), "{}", v.observed);
+    }
+
+    #[test]
+    fn overlap_considers_the_computed_ranges() {
+        use crate::config::SubidMode;
+        let t = Fixture::new("overlap-computed");
+        let mut ctx = t.healthy();
+        fs::write(t.root.join("etc/passwd"), "").unwrap();
+        ctx.paths.passwd = t.root.join("etc/passwd");
+        ctx.config.subids = SubidMode::Allocate;
+        ctx.config.subid_base = 200_000;
+        ctx.config.subid_uid_min = 1000;
+        ctx.config.subid_uid_max = 1100;
+        // The fixture's line 165536:65536 reaches into 200000..: refused.
+        let v = overlap(&ctx);
+        assert_eq!(v.status, Status::Fail, "{v:?}");
+        assert!(v.observed.contains("overlaps the computed subordinate ids 200000-"), "{}", v.observed);
+        // Its own computed range (uid 64123 managed) is fine.
+        ctx.config.subid_uid_min = t.uid - 1;
+        ctx.config.subid_uid_max = t.uid;
+        ctx.config.subid_base = 131_072;
+        ctx.config.subid_size = 34_464;
+        let own = 131_072 + 34_464;
+        fs::write(&ctx.paths.subuid, format!("{}:{own}:34464\n", t.uid)).unwrap();
+        fs::write(&ctx.paths.subgid, format!("{}:{own}:34464\n", t.uid)).unwrap();
+        assert_eq!(overlap(&ctx).status, Status::Pass, "{:?}", overlap(&ctx));
+        // Without allocate mode (and no provider) the layout is not consulted.
+        ctx.config.subids = SubidMode::Off;
+        fs::write(&ctx.paths.subuid, format!("{}:131072:10\n", t.name)).unwrap();
+        assert_eq!(overlap(&ctx).status, Status::Pass);
+        ctx.config.subids = SubidMode::Allocate;
+        let v = overlap(&ctx);
+        assert!(v.status == Status::Fail && v.observed.contains("subuid line 1"), "{v:?}");
     }
 
     #[test]
