@@ -35,6 +35,8 @@ enum Command {
     List(manage::ListArgs),
     /// Reap stale sessions and remove runtime dirs nobody needs (run as root)
     Gc(manage::GcArgs),
+    /// Create the runtime dirs of linger_users and service_users without a session, e.g. at boot (run as root)
+    Ensure(manage::EnsureArgs),
 }
 
 /// Usage errors exit 125, like every other failure of jupyter-session
@@ -59,6 +61,7 @@ fn main() {
         Command::Close(args) => manage::close(args),
         Command::List(args) => manage::list(args),
         Command::Gc(args) => manage::gc(args),
+        Command::Ensure(args) => manage::ensure(args),
     };
     std::process::exit(code);
 }

@@ -91,9 +91,11 @@ impl Drop for PodmanUser {
 }
 
 /// Run podman as `user` in a session of its own (the keeper), outside the hub.
-fn podman_as(user: &TestUser, service: &str, args: &[&str]) -> Output {
+fn podman_as(user: &TestUser, service: &str, config: &Path, args: &[&str]) -> Output {
     run(keeper_cmd()
-        .args(["exec", "--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
+        .args(["exec", "--config"])
+        .arg(config)
+        .args(["--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
         .args(args)
         .stdin(Stdio::null()))
 }
@@ -176,7 +178,12 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // The image, imported by each user into their own storage (no registry here).
     for user in [alice, bob] {
-        let out = podman_as(user, &service.name, &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE]);
+        let out = podman_as(
+            user,
+            &service.name,
+            &session_config,
+            &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE],
+        );
         assert!(out.status.success(), "podman import as {}: {}", user.name, String::from_utf8_lossy(&out.stderr));
         end_podman_outside_hub(user, &session_config);
     }
@@ -188,6 +195,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     writeln!(c, "c.JupyterHub.spawner_class = 'podman'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
     writeln!(c, "c.PodmanSessionSpawner.pam_service = {:?}", service.name).unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.config_file = {:?}", session_config.display().to_string()).unwrap();
     writeln!(c, "c.PodmanSessionSpawner.image = {IMAGE:?}").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.runtime = 'runc'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.volumes = ['/usr:/usr:ro', '{venv}:{venv}:ro']").unwrap();
@@ -240,9 +248,9 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // Inside the container, `id` is the user's own uid and name (podman exec, another session).
     let container = format!("jupyter-{}", alice.name);
-    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-u"]);
+    let out = podman_as(alice, &service.name, &session_config, &["exec", &container, "id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uid, "{who}: `id -u` in the container");
-    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-un"]);
+    let out = podman_as(alice, &service.name, &session_config, &["exec", &container, "id", "-un"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice.name, "{who}: `id -un` in the container");
     assert_eq!(state.records(alice.uid), 1, "{who}: podman exec's own session closed again");
     assert!(rt.is_dir(), "{who}: the runtime dir stays while the container runs");
@@ -266,7 +274,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     assert_nothing_left(alice, &state, &hub);
 
     // And no container is left in the user's storage.
-    let out = podman_as(alice, &service.name, &["ps", "--all", "--format", "{{.Names}}"]);
+    let out = podman_as(alice, &service.name, &session_config, &["ps", "--all", "--format", "{{.Names}}"]);
     assert!(out.status.success(), "podman ps: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "{who}: no container left");
     end_podman_outside_hub(alice, &session_config);
