@@ -118,7 +118,26 @@ pub(super) fn managed(ctx: &Context) -> Verdict {
             )
         }
     };
-    if unknown.is_empty() || verdict.status != Status::Pass {
+    if verdict.status != Status::Pass {
+        return verdict;
+    }
+    let verdict = match podman_service(ctx, pw) {
+        Some(Err(stale)) => {
+            return Verdict::new(
+                Status::Warn,
+                format!("{}; but {stale}", verdict.observed),
+                "managed, and every service_users name resolves",
+                verdict.evidence,
+            )
+            .fix(
+                Who::Admin,
+                format!("restart the account's podman API service (`systemctl restart jupyter-session-podman@{}`, or its jupyter-session-podman-loop); see docs/service-accounts.md", pw.name),
+            );
+        }
+        Some(Ok(listening)) => Verdict { observed: format!("{}; {listening}", verdict.observed), ..verdict },
+        None => verdict,
+    };
+    if unknown.is_empty() {
         return verdict;
     }
     Verdict::new(
@@ -134,6 +153,24 @@ pub(super) fn managed(ctx: &Context) -> Verdict {
             unknown.join(", ")
         ),
     )
+}
+
+/// A service user's podman API socket (`$XDG_RUNTIME_DIR/podman/podman.sock`):
+/// None when there is none, Ok when something accepts on it, Err when
+/// nothing does (the service died: SIGKILL leaves the socket file).
+fn podman_service(ctx: &Context, pw: &crate::user::UserInfo) -> Option<Result<String, String>> {
+    if !ctx.config.is_service_user(&pw.name) {
+        return None;
+    }
+    let socket = ctx.config.runtime_dir_parent.join(pw.uid.to_string()).join("podman/podman.sock");
+    std::fs::symlink_metadata(&socket).ok()?;
+    Some(match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => Ok(format!("its podman API service listens on {}", socket.display())),
+        Err(e) => Err(format!(
+            "nothing listens on its podman API socket {} ({e}): the service is not running (it died or was killed); clients get ConnectionRefusedError",
+            socket.display()
+        )),
+    })
 }
 
 pub(super) fn linger(ctx: &Context) -> Verdict {
@@ -290,6 +327,17 @@ mod tests {
         let v = managed(&ctx);
         assert!(v.status == Status::Pass && v.observed.contains("on service_users"), "{v:?}");
         assert!(v.observed.contains("opens a session") && v.evidence.contains("min_uid ="), "{v:?}");
+        // A podman API socket nobody listens on (a SIGKILLed service), then a live one.
+        let podman = ctx.config.runtime_dir_parent.join(ctx.uid.to_string()).join("podman");
+        std::fs::create_dir_all(&podman).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(podman.join("podman.sock")).unwrap());
+        let v = managed(&ctx);
+        assert!(v.status == Status::Warn && v.observed.contains("nothing listens"), "{v:?}");
+        assert!(v.fix.as_ref().unwrap().text.contains("restart"), "{v:?}");
+        std::fs::remove_file(podman.join("podman.sock")).unwrap();
+        let _live = std::os::unix::net::UnixListener::bind(podman.join("podman.sock")).unwrap();
+        let v = managed(&ctx);
+        assert!(v.status == Status::Pass && v.observed.contains("listens on"), "{v:?}");
         ctx.config.service_users.push("no-such-user-js".into());
         let v = managed(&ctx);
         assert!(v.status == Status::Warn && v.observed.contains("no-such-user-js not in passwd"), "{v:?}");
