@@ -100,7 +100,8 @@ fn keeper_and_module_use_one_config_for_a_service_account() {
             "session optional pam_permit.so",
         ],
     );
-    let o = keeper(Some(&config), &default_module, &svc.name, &["touch", "/tmp/svc-ran-anyway"]);
+    let ran = PathBuf::from(format!("/tmp/{}", unique("svc-ran")));
+    let o = keeper(Some(&config), &default_module, &svc.name, &["touch", ran.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(125), "{}", out(&o));
     let msg = out(&o);
     assert!(
@@ -109,7 +110,9 @@ fn keeper_and_module_use_one_config_for_a_service_account() {
             && msg.contains(&format!("config={}", config.arg())),
         "{msg}"
     );
-    assert!(no_dir(Path::new("/tmp/svc-ran-anyway")), "the command did not run");
+    let ran_anyway = !no_dir(&ran);
+    let _ = fs::remove_file(&ran);
+    assert!(!ran_anyway, "the command did not run");
     assert!(no_dir(&svc.runtime_dir()));
 
     // The same for a user both configs manage: the module opened a session

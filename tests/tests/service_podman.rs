@@ -105,6 +105,15 @@ impl Drop for Started {
     }
 }
 
+/// A directory of the test's own, removed on drop (also when the test fails).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The account's `podman system service` processes.
 fn services(uid: u32) -> Vec<u32> {
     live_processes(uid, " system service ")
@@ -130,7 +139,8 @@ fn service_account_runs_the_hub_with_dockerspawner_over_its_podman_socket() {
     let uid = account.uid;
     let who = format!("{} (uid {uid})", account.name);
     let state = StateDir::new();
-    let dir = PathBuf::from(ROOT).join("runs").join(unique("svc"));
+    let scratch = Scratch(PathBuf::from(ROOT).join("runs").join(unique("svc")));
+    let dir = scratch.0.clone();
     fs::create_dir_all(&dir).unwrap();
     set_mode(&dir, 0o755);
     let config = dir.join("jupyter-session.toml");
@@ -297,6 +307,5 @@ c.DockerSpawner.args = ["--allow-root"]
         "{who}: only podman's pause process (lingering) is left:\n{}",
         left.join("\n")
     );
-    let _ = fs::remove_dir_all(&dir);
     eprintln!("service_podman: whole test {:.1} s", begun.elapsed().as_secs_f64());
 }
