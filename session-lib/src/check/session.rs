@@ -176,9 +176,11 @@ fn podman_service(ctx: &Context, pw: &crate::user::UserInfo) -> Option<Result<St
 pub(super) fn linger(ctx: &Context) -> Verdict {
     let Some(pw) = &ctx.user else { return Verdict::skipped("the user does not resolve", "") };
     let systemd = ctx.paths.linger_dir.join(&pw.name);
-    let evidence = format!("linger_users in the config, {}", systemd.display());
+    let evidence = format!("linger_users and service_users in the config, {}", systemd.display());
     let mut why = Vec::new();
-    if ctx.config.lingers(&pw.name) {
+    if ctx.config.is_service_user(&pw.name) {
+        why.push("on service_users");
+    } else if ctx.config.lingers(&pw.name) {
         why.push("on linger_users");
     }
     if systemd.exists() {
@@ -280,7 +282,7 @@ mod tests {
         assert!(v.status == Status::Info && v.observed.starts_with("not lingering"));
         let mut service = t.healthy();
         service.config.service_users = vec![t.name.clone()];
-        assert!(linger(&service).observed.contains("linger_users"), "service users linger");
+        assert!(linger(&service).observed.contains("lingering (on service_users"), "service users linger");
         let mut lingering = t.healthy();
         lingering.config.linger_users = vec![t.name.clone()];
         assert!(linger(&lingering).observed.contains("linger_users"));
