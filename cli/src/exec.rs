@@ -44,7 +44,8 @@ pub struct Args {
     /// Read CMD's environment from this inherited fd (NAME=value entries, each ended by NUL)
     #[arg(long, value_name = "FD")]
     pub env_fd: Option<i32>,
-    /// Configuration file (default: /etc/security/jupyter-session.toml if it exists); only min_uid is used here
+    /// Configuration file (default: /etc/security/jupyter-session.toml if it exists); pam_jupyter in the
+    /// service's stack must read the same file (config=PATH on its line), or the session is refused
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The command and its arguments
@@ -86,6 +87,7 @@ pub fn run(args: Args) -> i32 {
         command: args.command,
         handed_env,
         config,
+        config_file: session_lib::agreement::config_file(args.config.as_deref()),
     };
     let result = keeper::run(&opts);
     // writeln! and not eprintln!, which panics when stderr is gone: the

@@ -52,6 +52,8 @@ enum Command {
     /// Regenerate the configuration sections of README.md and docs/configuration.md in the source tree DIR
     #[command(hide = true)]
     GenerateDocs(generate::DirArgs),
+    /// Create the runtime dirs of linger_users and service_users without a session, e.g. at boot (run as root)
+    Ensure(manage::EnsureArgs),
 }
 
 /// Usage errors exit 125, like every other failure of jupyter-session
@@ -80,6 +82,7 @@ fn main() {
         Command::GenerateCompletions(args) => generate::completions(args),
         Command::GenerateConfig(args) => generate::config(args),
         Command::GenerateDocs(args) => generate::docs(args),
+        Command::Ensure(args) => manage::ensure(args),
     };
     std::process::exit(code);
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use session_lib::config::Config;
 use session_lib::registry::{self, Record};
-use session_lib::session::{Holder, Sessions};
+use session_lib::session::{GcScope, Holder, Sessions};
 use session_lib::user::UserInfo;
 
 #[derive(clap::Args)]
@@ -66,11 +66,27 @@ pub struct ListArgs {
 #[command(after_help = "Example (as root, e.g. from a timer or cron):
   jupyter-session gc --older-than 7d")]
 pub struct GcArgs {
-    /// Also close id sessions older than this (e.g. 90s, 30m, 12h, 7d)
+    /// Also close id sessions older than this (e.g. 90s, 30m, 12h, 7d); never those of linger_users or service_users
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     older_than: Option<u64>,
-    /// Only this user's sessions and runtime dir, waiting for their lock (the
-    /// privileged step at a systemd unit's stop: `ExecStopPost=+jupyter-session gc --user NAME`)
+    /// Only this user's sessions and runtime dir, waiting for their lock (the privileged step at a systemd
+    /// unit's stop: `ExecStopPost=+jupyter-session gc --user NAME`)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Only id sessions whose id starts with this (e.g. slurm-), and only users that have one
+    #[arg(long, value_name = "PREFIX")]
+    id_prefix: Option<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Safe to run at boot (a boot script, a systemd oneshot unit, cron @reboot) and again at any time: a dir \
+that is there already is checked and left alone. Exit status 0 when every dir is there, 125 when one \
+could not be made (each failure is named; the others are still made).")]
+pub struct EnsureArgs {
+    /// Only this user (must be on linger_users or service_users); default: all of them
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
     #[command(flatten)]
@@ -109,10 +125,10 @@ pub fn open(args: OpenArgs) -> i32 {
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    if session_lib::user::managed(user.uid, sessions.config.min_uid).is_err() {
+    if let Err(why) = sessions.config.manages(&user) {
         return fail(format!(
-            "{} has uid {}, below min_uid {} (or root): no session is managed for it",
-            user.name, user.uid, sessions.config.min_uid
+            "{} (uid {}) {why}: no session is managed for it (a service account goes on service_users)",
+            user.name, user.uid
         ));
     }
     match sessions.open(&user, &args.service, Holder::Id(args.id.clone())) {
@@ -217,15 +233,41 @@ pub fn gc(args: GcArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let result = match &args.user {
-        None => sessions.gc(args.older_than),
-        Some(name) => match UserInfo::by_name(name) {
-            Ok(user) => sessions.gc_user(&user, args.older_than),
-            Err(e) => return fail(format!("gc --user {name}: {e}")),
-        },
+    let mut scope = GcScope::default();
+    let mut only = None;
+    if let Some(name) = &args.user {
+        match UserInfo::by_name(name) {
+            Ok(u) => {
+                scope.uid = Some(u.uid);
+                only = Some(u);
+            }
+            Err(e) => return fail(format!("gc --user: {e}")),
+        }
+    }
+    if let Some(prefix) = &args.id_prefix {
+        if prefix.is_empty() || !registry::valid_id(prefix) {
+            return fail(format!(
+                "gc --id-prefix: '{}' cannot begin a session id (letters, digits, '.', '_', '-'; not empty)",
+                prefix.escape_debug()
+            ));
+        }
+        scope.id_prefix = Some(prefix.clone());
+    }
+    let result = match &only {
+        None => sessions.gc(args.older_than, &scope),
+        Some(user) => sessions.gc_user(user, args.older_than, &scope),
     };
     match result {
         Ok(report) => {
+            for r in &report.kept_lingering {
+                println!(
+                    "kept session {} of {} (uid {}): older than --older-than, but {} lingers (linger_users or service_users)",
+                    r.id.as_deref().unwrap_or("?"),
+                    r.user,
+                    r.uid,
+                    r.user
+                );
+            }
             for r in &report.reaped {
                 println!("reaped stale session of {} (uid {}, pid {:?})", r.user, r.uid, r.pid);
             }
@@ -251,6 +293,58 @@ pub fn gc(args: GcArgs) -> i32 {
         }
         Err(e) => fail(e),
     }
+}
+
+pub fn ensure(args: EnsureArgs) -> i32 {
+    let sessions = match setup(&args.common, "ensure") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let config = &sessions.config;
+    let names: Vec<String> = match &args.user {
+        Some(name) => vec![name.clone()],
+        None => {
+            let mut all = config.linger_users.clone();
+            all.extend(config.service_users.iter().filter(|n| !config.linger_users.contains(n)).cloned());
+            all
+        }
+    };
+    if names.is_empty() {
+        eprintln!("jupyter-session: ensure: no linger_users or service_users in the configuration: nothing to do");
+        return 0;
+    }
+    let mut failed = false;
+    for name in &names {
+        let user = match UserInfo::by_name(name) {
+            Ok(u) => u,
+            Err(e) => {
+                let listed = if config.is_service_user(name) {
+                    " (it is on service_users)"
+                } else if config.lingers(name) {
+                    " (it is on linger_users)"
+                } else {
+                    ""
+                };
+                eprintln!("jupyter-session: ensure: {e}{listed}");
+                failed = true;
+                continue;
+            }
+        };
+        match sessions.ensure(&user) {
+            Ok(done) => {
+                for warning in &done.warnings {
+                    eprintln!("jupyter-session: warning: {warning}");
+                }
+                let what = if done.created { "created" } else { "present" };
+                println!("{what} {} ({} uid {})", done.path.display(), user.name, user.uid);
+            }
+            Err(e) => {
+                eprintln!("jupyter-session: ensure: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed { FAILED } else { 0 }
 }
 
 fn human(secs: u64) -> String {

@@ -32,7 +32,6 @@ pub fn putenv(pamh: &mut PamHandle, name: &str, value: &str) -> Result<(), c_int
 }
 
 /// `pam_getenv(NAME)`, copied out.
-#[allow(dead_code)]
 pub fn getenv(pamh: &mut PamHandle, name: &str) -> Option<String> {
     let name = CString::new(name).ok()?;
     // SAFETY: `pamh` is the live handle of this hook and `name` is a valid C

@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::CStr;
+use std::path::{Path, PathBuf};
 
 use pam::constants::{PamFlag, PamResultCode};
 use pam::items::Service;
 use pam::module::{PamHandle, PamHooks};
-use session_lib::config::Config;
+use session_lib::agreement::{self, Outcome};
+use session_lib::config::{Config, ModuleArgs};
 use session_lib::session::{self, CloseOutcome, LogLevel, OpenOutcome, PamHost, Sessions};
 
 use crate::ffi;
@@ -68,11 +70,15 @@ fn args_as_strings(args: &[&CStr]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// Config from the module arguments; a bad one is logged and fails the hook.
-fn load_config(pamh: &PamHandle, args: &[&CStr]) -> Option<Config> {
-    let loaded = args_as_strings(args).and_then(|a| Config::from_module_args(&a).map_err(|e| e.to_string()));
+/// Config from the module arguments, and the file it names (or the
+/// default file); a bad one is logged and fails the hook.
+fn load_config(pamh: &PamHandle, args: &[&CStr]) -> Option<(Config, PathBuf)> {
+    let loaded = args_as_strings(args).and_then(|a| {
+        let file = ModuleArgs::parse(&a).map(|m| agreement::config_file(m.config.as_deref()));
+        Config::from_module_args(&a).and_then(|c| file.map(|f| (c, f))).map_err(|e| e.to_string())
+    });
     match loaded {
-        Ok(config) => Some(config),
+        Ok(loaded) => Some(loaded),
         Err(e) => {
             ffi::syslog(pamh, libc::LOG_ERR, &format!("configuration error, session refused: {e}"));
             None
@@ -80,20 +86,35 @@ fn load_config(pamh: &PamHandle, args: &[&CStr]) -> Option<Config> {
     }
 }
 
+/// Under `jupyter-session exec` (its nonce in the PAM environment), tell
+/// the keeper which configuration this ran with and what it did (see
+/// session_lib::agreement). Other PAM hosts get nothing.
+fn report_to_keeper(pamh: &mut PamHandle, outcome: Outcome, config: &Config, file: &Path) {
+    let Some(nonce) = ffi::getenv(pamh, agreement::KEEPER_VAR).filter(|n| agreement::valid_nonce(n)) else {
+        return;
+    };
+    let value = agreement::report(&nonce, outcome, config, file);
+    if let Err(rc) = ffi::putenv(pamh, agreement::REPORT_VAR, &value) {
+        ffi::syslog(pamh, libc::LOG_ERR, &format!("cannot report to the keeper: pam_putenv returned {rc}"));
+    }
+}
+
 impl PamHooks for Module {
     fn sm_open_session(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        let Some(config) = load_config(pamh, &args) else { return PamResultCode::PAM_SESSION_ERR };
+        let Some((config, file)) = load_config(pamh, &args) else { return PamResultCode::PAM_SESSION_ERR };
         let sessions = Sessions::new(&config);
-        match session::open_session(&mut Host { pamh }, &sessions) {
-            OpenOutcome::Opened => PamResultCode::PAM_SUCCESS,
-            OpenOutcome::NotApplicable(_) => PamResultCode::PAM_IGNORE,
-            OpenOutcome::UserUnknown(_) => PamResultCode::PAM_USER_UNKNOWN,
-            OpenOutcome::Refused(_) => PamResultCode::PAM_SESSION_ERR,
-        }
+        let (code, outcome) = match session::open_session(&mut Host { pamh }, &sessions) {
+            OpenOutcome::Opened => (PamResultCode::PAM_SUCCESS, Outcome::Opened),
+            OpenOutcome::NotApplicable(_) => (PamResultCode::PAM_IGNORE, Outcome::Ignored),
+            OpenOutcome::UserUnknown(_) => (PamResultCode::PAM_USER_UNKNOWN, Outcome::Refused),
+            OpenOutcome::Refused(_) => (PamResultCode::PAM_SESSION_ERR, Outcome::Refused),
+        };
+        report_to_keeper(pamh, outcome, &config, &file);
+        code
     }
 
     fn sm_close_session(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        let Some(config) = load_config(pamh, &args) else { return PamResultCode::PAM_SESSION_ERR };
+        let Some((config, _)) = load_config(pamh, &args) else { return PamResultCode::PAM_SESSION_ERR };
         let sessions = Sessions::new(&config);
         match session::close_session(&mut Host { pamh }, &sessions) {
             CloseOutcome::Closed => PamResultCode::PAM_SUCCESS,

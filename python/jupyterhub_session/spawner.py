@@ -54,6 +54,13 @@ class SessionSpawner(LocalProcessSpawner):
         help="""The `jupyter-session` binary (a name looked up in the hub's PATH, or an absolute path).""",
     ).tag(config=True)
 
+    config_file = Unicode(
+        "",
+        help="""The jupyter-session config file the keeper is given (`exec --config`); empty: the default
+        /etc/security/jupyter-session.toml. pam_jupyter in `pam_service` must read the same file
+        (`config=` on its line, or none for the default): the keeper refuses a session otherwise.""",
+    ).tag(config=True)
+
     pam_service = Unicode(
         "jupyterhub",
         help="""PAM service the keeper opens the user's session with (/etc/pam.d/<name>; put
@@ -107,6 +114,8 @@ class SessionSpawner(LocalProcessSpawner):
             "--user",
             self.user.name,
         ]
+        if self.config_file:
+            keeper += ["--config", self.config_file]
         if user.pw_dir and os.path.isdir(user.pw_dir):
             # Where LocalProcessSpawner's preexec would have gone; the keeper does it as the user.
             keeper += ["--chdir", user.pw_dir]

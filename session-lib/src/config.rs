@@ -88,6 +88,10 @@ pub struct Config {
     pub stop_pause_process: bool,
     /// Users whose runtime dir is never removed (as a module argument: `linger_users=a,b`). Default: `[]`.
     pub linger_users: Vec<String>,
+    /// Service accounts (e.g. `["jupyterhub"]`) managed whatever their uid, even below
+    /// `min_uid`, and lingering: their runtime dir is never removed and their id sessions
+    /// never expire. Root is refused. Default: `[]`.
+    pub service_users: Vec<String>,
     /// When to set the loginuid: `auto` sets an unset one in a single-threaded process and skips quietly
     /// elsewhere, `always` sets it whenever it differs and fails the session if the kernel refuses, `never`.
     /// Default: `"auto"`.
@@ -135,6 +139,7 @@ impl Default for Config {
             keep_while_processes: true,
             stop_pause_process: true,
             linger_users: Vec::new(),
+            service_users: Vec::new(),
             loginuid: LoginuidPolicy::Auto,
             path: DEFAULT_PATH.to_string(),
             debug: false,
@@ -234,6 +239,7 @@ pub const KEYS: &[&str] = &[
     "keep_while_processes",
     "stop_pause_process",
     "linger_users",
+    "service_users",
     "loginuid",
     "path",
     "debug",
@@ -323,6 +329,7 @@ impl Config {
         let parsed = ModuleArgs::parse(args)?;
         let mut config = Config::load(parsed.config.as_deref())?;
         parsed.apply(&mut config)?;
+        config.check_service_users(&Source::Argument)?;
         Ok(config)
     }
 
@@ -374,7 +381,10 @@ impl Config {
         };
         let text = crate::trust::read_to_string(fd, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
-        Config::from_toml(&text, path)
+        let config = Config::from_toml(&text, path)?;
+        let line = text.lines().position(|l| l.trim_start().starts_with("service_users")).map_or(1, |i| i + 1);
+        config.check_service_users(&Source::File { path: path.into(), line })?;
+        Ok(config)
     }
 
     /// Defaults overlaid with TOML text; `path` is only used in messages.
@@ -444,6 +454,14 @@ impl Config {
                 self.linger_users = user_list(&value)
                     .ok_or_else(|| bad("a list of user names (comma-separated as an argument)"))?
             }
+            "service_users" => {
+                let names = user_list(&value)
+                    .ok_or_else(|| bad("a list of user names (comma-separated as an argument)"))?;
+                if names.iter().any(|n| n == "root") {
+                    return Err(bad("a list of service accounts without root: root's sessions are never managed"));
+                }
+                self.service_users = names
+            }
             "loginuid" => {
                 self.loginuid = match text(&value).as_deref() {
                     Some("auto") => LoginuidPolicy::Auto,
@@ -486,9 +504,48 @@ impl Config {
         Ok(())
     }
 
-    /// Whether `user` is on the linger list (their runtime dir is never removed).
+    /// Whether `user` lingers: on `linger_users` or `service_users` (their
+    /// runtime dir is never removed, their id sessions never expire).
     pub fn lingers(&self, user: &str) -> bool {
-        self.linger_users.iter().any(|u| u == user)
+        self.linger_users.iter().any(|u| u == user) || self.is_service_user(user)
+    }
+
+    /// Whether `user` is on `service_users`.
+    pub fn is_service_user(&self, user: &str) -> bool {
+        self.service_users.iter().any(|u| u == user)
+    }
+
+    /// Whether sessions of `user` are managed: never root (uid 0, whatever
+    /// the name); a service user whatever its uid; else uid >= `min_uid`.
+    pub fn manages(&self, user: &crate::user::UserInfo) -> Result<(), crate::user::Unmanaged> {
+        if user.uid == 0 {
+            return Err(crate::user::Unmanaged::Root);
+        }
+        if self.is_service_user(&user.name) {
+            return Ok(());
+        }
+        crate::user::managed(user.uid, self.min_uid)
+    }
+
+    /// Refuse a service user that resolves to uid 0 (a second name of
+    /// root). A name that does not resolve is not an error here (LDAP may
+    /// be down at load): it is one where it is used (open, `ensure`, `check`).
+    pub fn check_service_users(&self, source: &Source) -> Result<(), ConfigError> {
+        for name in &self.service_users {
+            if let Ok(user) = crate::user::UserInfo::by_name(name)
+                && user.uid == 0
+            {
+                return Err(ConfigError::BadValue {
+                    key: "service_users".into(),
+                    value: format!("'{name}'"),
+                    source: source.clone(),
+                    expected: format!(
+                        "service accounts other than root: '{name}' has uid 0, and root's sessions are never managed; remove it"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -651,6 +708,34 @@ mod tests {
         ] {
             assert!(matches!(file(bad), Err(ConfigError::BadValue { .. })), "accepted: {bad}");
         }
+    }
+
+    #[test]
+    fn service_users_are_managed_lingering_and_never_root() {
+        use crate::user::{Unmanaged, UserInfo};
+        let c = file("service_users = [\"jupyterhub\"]\n").unwrap();
+        let user = |name: &str, uid| UserInfo {
+            name: name.into(),
+            uid,
+            gid: uid,
+            home: "/var/lib/x".into(),
+            shell: "/bin/sh".into(),
+        };
+        assert_eq!(c.manages(&user("jupyterhub", 999)), Ok(()), "an allow-list, whatever the uid");
+        assert_eq!(c.manages(&user("daemon2", 999)), Err(Unmanaged::BelowMinUid { min_uid: 1000 }), "not a floor");
+        assert_eq!(c.manages(&user("alice", 1000)), Ok(()));
+        let mut toor = c.clone();
+        toor.service_users.push("toor".into());
+        assert_eq!(toor.manages(&user("toor", 0)), Err(Unmanaged::Root), "uid 0 under any name");
+        assert!(c.lingers("jupyterhub") && !c.lingers("alice"));
+        let err = file("\nservice_users = [\"jupyterhub\", \"root\"]\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::BadValue { .. }), "{msg}");
+        assert!(msg.contains("'service_users'") && msg.contains("line 2") && msg.contains("without root"), "{msg}");
+        let msg = Config::from_module_args(&["service_users=root"]).unwrap_err().to_string();
+        assert!(msg.contains("PAM module argument") && msg.contains("without root"), "{msg}");
+        // Not in passwd: fine at load (LDAP may be down), an error where used.
+        assert!(file("service_users = [\"no-such-user-js\"]\n").is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! functions ([`lgetxattr`]) or wrapped ([`pam`], [`keeper`]).
 #![deny(unsafe_code)]
 
+pub mod agreement;
 pub mod as_user;
 pub mod check;
 pub mod config;

@@ -57,6 +57,8 @@ pub enum SessionError {
     Loginuid(loginuid::LoginuidError),
     /// The calling process vanished from /proc (should not happen).
     NoProcess,
+    /// `ensure` refused the user (not managed, not lingering).
+    NotEnsured(String),
 }
 
 impl fmt::Display for SessionError {
@@ -67,6 +69,7 @@ impl fmt::Display for SessionError {
             SessionError::Registry(e) => e.fmt(f),
             SessionError::Loginuid(e) => e.fmt(f),
             SessionError::NoProcess => f.write_str("cannot read /proc/self/stat; is /proc mounted?"),
+            SessionError::NotEnsured(why) => f.write_str(why),
         }
     }
 }
@@ -161,7 +164,7 @@ impl fmt::Display for KeepReason {
         match self {
             KeepReason::OtherSessions { uid, count } => write!(f, "{count} other session(s) of uid {uid} still open"),
             KeepReason::RemovalDisabled => f.write_str("remove_on_last_close = false"),
-            KeepReason::Lingers(user) => write!(f, "{user} is in linger_users"),
+            KeepReason::Lingers(user) => write!(f, "{user} lingers (linger_users or service_users)"),
             KeepReason::NotCreatedByUs => f.write_str("not created by jupyter-session (logind or an admin made it)"),
             KeepReason::ProcessesRun { uid, pids } => {
                 let shown: Vec<String> = pids.iter().map(u32::to_string).collect();
@@ -334,29 +337,42 @@ impl Sessions {
         Ok(all)
     }
 
-    /// Reap stale records of every user, close id sessions older than
-    /// `older_than` seconds, and remove runtime dirs nobody needs any more.
-    /// Never waits for a user's lock: a user whose open or close is under
-    /// way (or stuck) is skipped and reported in `busy`.
-    pub fn gc(&self, older_than: Option<u64>) -> Result<GcReport, SessionError> {
+    /// Reap stale records of every user (or of `scope`'s), close id
+    /// sessions older than `older_than` seconds (never those of lingering
+    /// or service users: reported in `kept_lingering`), and remove runtime
+    /// dirs nobody needs any more. Never waits for a user's lock: a user
+    /// whose open or close is under way (or stuck) is skipped and reported
+    /// in `busy`.
+    pub fn gc(&self, older_than: Option<u64>, scope: &GcScope) -> Result<GcReport, SessionError> {
         let mut report = GcReport::default();
-        for uid in self.registry.uids()? {
+        let uids = self.registry.uids()?.into_iter().filter(|uid| scope.uid.is_none_or(|only| only == *uid));
+        for uid in uids {
+            if let Some(prefix) = &scope.id_prefix {
+                // Only users with an id session of that prefix are touched.
+                let has = self.registry.peek(uid).is_ok_and(|records| {
+                    records.iter().any(|r| r.id.as_deref().is_some_and(|id| id.starts_with(prefix.as_str())))
+                });
+                if !has {
+                    continue;
+                }
+            }
             let Some(sessions) = self.registry.try_lock_user(uid)? else {
                 report.busy.push(uid);
                 continue;
             };
-            self.gc_locked(&sessions, older_than, &mut report)?;
+            self.gc_locked(&sessions, older_than, scope, &mut report)?;
         }
         Ok(report)
     }
 
     /// [`Sessions::gc`] of one user, waiting for their lock: the privileged
     /// step at the end of a unit whose PAM close ran unprivileged (systemd's
-    /// `(sd-pam)`), `ExecStopPost=+jupyter-session gc --user NAME`.
-    pub fn gc_user(&self, user: &UserInfo, older_than: Option<u64>) -> Result<GcReport, SessionError> {
+    /// `(sd-pam)`), `ExecStopPost=+jupyter-session gc --user NAME`, and an
+    /// admin settling one account.
+    pub fn gc_user(&self, user: &UserInfo, older_than: Option<u64>, scope: &GcScope) -> Result<GcReport, SessionError> {
         let mut report = GcReport::default();
         let sessions = self.registry.lock_user(user.uid)?;
-        self.gc_locked(&sessions, older_than, &mut report)?;
+        self.gc_locked(&sessions, older_than, scope, &mut report)?;
         Ok(report)
     }
 
@@ -364,6 +380,7 @@ impl Sessions {
         &self,
         sessions: &UserSessions,
         older_than: Option<u64>,
+        scope: &GcScope,
         report: &mut GcReport,
     ) -> Result<(), SessionError> {
         let uid = sessions.uid();
@@ -373,9 +390,16 @@ impl Sessions {
         report.unreadable += pass.unreadable;
         let mut live = 0;
         for entry in pass.live {
-            let expired = entry.record.id.is_some()
-                && older_than.is_some_and(|age| now.saturating_sub(entry.record.since) >= age);
-            if expired {
+            let in_scope = match (&scope.id_prefix, entry.record.id.as_deref()) {
+                (Some(prefix), Some(id)) => id.starts_with(prefix.as_str()),
+                (Some(_), None) => false,
+                (None, id) => id.is_some(),
+            };
+            let old = older_than.is_some_and(|age| now.saturating_sub(entry.record.since) >= age);
+            if in_scope && old && self.config.lingers(&entry.record.user) {
+                report.kept_lingering.push(entry.record);
+                live += 1;
+            } else if in_scope && old {
                 sessions.remove(&entry.key)?;
                 report.expired.push(entry.record);
             } else {
@@ -393,6 +417,53 @@ impl Sessions {
             }
         }
         Ok(())
+    }
+
+    /// Make the runtime dir of a lingering or service user without a
+    /// session (what logind does at boot for lingering users): idempotent,
+    /// recorded as ours (so that it goes by the usual rules once the user
+    /// no longer lingers). Refuses users that are not managed or do not
+    /// linger.
+    pub fn ensure(&self, user: &UserInfo) -> Result<Ensured, SessionError> {
+        if let Err(why) = self.config.manages(user) {
+            return Err(SessionError::NotEnsured(format!(
+                "{} (uid {}) {why}: no runtime dir is managed for it (a service account goes on service_users)",
+                user.name, user.uid
+            )));
+        }
+        if !self.config.lingers(&user.name) {
+            return Err(SessionError::NotEnsured(format!(
+                "{} is neither on linger_users nor on service_users: its runtime dir comes with its sessions, \
+                 `ensure` only makes those of lingering and service users",
+                user.name
+            )));
+        }
+        let sessions = self.registry.lock_user(user.uid)?;
+        self.adopt_pending_dir(&sessions);
+        let absent = std::fs::symlink_metadata(self.dirs.path_for(user.uid))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if absent {
+            sessions.mark_runtime_dir_pending()?;
+        }
+        let prepared = match self.dirs.ensure(user.uid, user.gid) {
+            Ok(p) => p,
+            Err(e) => {
+                if absent {
+                    let _ = sessions.set_runtime_dir_marker(None);
+                }
+                return Err(e.into());
+            }
+        };
+        if absent && prepared.created.is_none() {
+            let _ = sessions.set_runtime_dir_marker(None);
+        }
+        if let Some(created) = &prepared.created
+            && let Err(e) = sessions.set_runtime_dir_marker(Some(created))
+        {
+            let _ = self.dirs.remove(user.uid, created);
+            return Err(e.into());
+        }
+        Ok(Ensured { path: prepared.path, created: prepared.created.is_some(), warnings: prepared.warnings })
     }
 
     /// A "pending" marker (an open killed while making the runtime dir)
@@ -489,11 +560,31 @@ impl Sessions {
 /// How long the last close waits for a stopped pause process to exit.
 const PAUSE_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Which users and sessions [`Sessions::gc`] looks at.
+#[derive(Clone, Debug, Default)]
+pub struct GcScope {
+    /// Only this uid.
+    pub uid: Option<u32>,
+    /// Only id sessions whose id starts with this (and only users that have one).
+    pub id_prefix: Option<String>,
+}
+
+/// What [`Sessions::ensure`] did.
+#[derive(Debug)]
+pub struct Ensured {
+    pub path: PathBuf,
+    /// False when it was there already.
+    pub created: bool,
+    pub warnings: Vec<String>,
+}
+
 /// What [`Sessions::gc`] did.
 #[derive(Debug, Default)]
 pub struct GcReport {
     pub reaped: Vec<Record>,
     pub expired: Vec<Record>,
+    /// Id sessions older than `--older-than` kept: their user lingers.
+    pub kept_lingering: Vec<Record>,
     pub unreadable: usize,
     pub removed_dirs: Vec<PathBuf>,
     pub kept_dirs: Vec<(PathBuf, KeepReason)>,
@@ -525,8 +616,15 @@ pub enum CloseOutcome {
 /// Resolve PAM_USER and decide whether the session is ours to manage.
 fn applicable_user(host: &mut dyn PamHost, config: &Config) -> Result<UserInfo, (bool, String)> {
     let name = host.user().map_err(|e| (true, format!("cannot get the PAM user: {e}")))?;
-    let user = UserInfo::by_name(&name).map_err(|e| (true, e.to_string()))?;
-    match crate::user::managed(user.uid, config.min_uid) {
+    let user = UserInfo::by_name(&name).map_err(|e| {
+        let service = if config.is_service_user(&name) {
+            format!(" ('{name}' is on service_users: create the account, or remove it from the list)")
+        } else {
+            String::new()
+        };
+        (true, format!("{e}{service}"))
+    })?;
+    match config.manages(&user) {
         Ok(()) => Ok(user),
         Err(why) => Err((false, format!("{} (uid {}) {why}: nothing to do", user.name, user.uid))),
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use session_lib::config::{Config, LoginuidPolicy};
 use session_lib::procfs::ProcessId;
-use session_lib::session::{self, CloseOutcome, DirFate, Holder, LogLevel, OpenOutcome, PamHost, Sessions};
+use session_lib::session::{self, CloseOutcome, DirFate, GcScope, Holder, LogLevel, OpenOutcome, PamHost, Sessions};
 use session_lib::user::UserInfo;
 
 /// One expected call of the session logic on its host, with the answer.
@@ -273,21 +273,80 @@ fn gc_reaps_stale_records_expires_ids_and_removes_dirs() {
     child.wait().unwrap();
     r.sessions.open(&r.user, "fake-svc", Holder::Process(dead)).unwrap();
     assert!(r.runtime_dir().is_dir());
-    let report = r.sessions.gc(None).unwrap();
+    let report = r.sessions.gc(None, &GcScope::default()).unwrap();
     assert_eq!(report.reaped.len(), 1, "{report:?}");
     assert_eq!(report.removed_dirs, vec![r.runtime_dir()], "{report:?}");
     assert!(!r.runtime_dir().exists());
 
     // A session by id lives until closed, or until gc's age limit.
     r.sessions.open(&r.user, "slurm", Holder::Id("job-2".into())).unwrap();
-    let report = r.sessions.gc(None).unwrap();
+    let report = r.sessions.gc(None, &GcScope::default()).unwrap();
     assert!(report.expired.is_empty() && report.removed_dirs.is_empty(), "{report:?}");
     assert_eq!(report.kept_dirs.len(), 1, "{report:?}");
     assert!(r.runtime_dir().is_dir());
-    let report = r.sessions.gc(Some(0)).unwrap();
+    let report = r.sessions.gc(Some(0), &GcScope::default()).unwrap();
     assert_eq!(report.expired.len(), 1, "{report:?}");
     assert_eq!(report.removed_dirs, vec![r.runtime_dir()]);
     assert_eq!(r.records(), 0);
+}
+
+/// The same Root with another configuration.
+fn reconfigured(r: &mut Root, tweak: impl FnOnce(&mut Config)) {
+    let mut config = r.sessions.config.clone();
+    tweak(&mut config);
+    r.sessions = Sessions::new(&config).with_trusted_owner(nix::unistd::geteuid().as_raw());
+}
+
+#[test]
+fn gc_never_expires_lingering_users_and_is_scoped() {
+    let mut r = Root::new("gc-scope", |_| {});
+    let name = r.user.name.clone();
+    reconfigured(&mut r, |c| c.service_users = vec![name.clone()]);
+    r.sessions.open(&r.user, "svc", Holder::Id("svc-api".into())).unwrap();
+    let report = r.sessions.gc(Some(0), &GcScope::default()).unwrap();
+    assert!(report.expired.is_empty() && report.removed_dirs.is_empty(), "{report:?}");
+    assert_eq!(report.kept_lingering.len(), 1, "{report:?}");
+    assert_eq!(r.records(), 1);
+    assert!(r.runtime_dir().is_dir());
+
+    // Not lingering: scoped by another uid or another prefix, nothing happens.
+    reconfigured(&mut r, |c| c.service_users.clear());
+    let other = GcScope { uid: Some(r.user.uid + 1), id_prefix: None };
+    assert!(r.sessions.gc(Some(0), &other).unwrap().expired.is_empty());
+    let prefix = GcScope { uid: None, id_prefix: Some("slurm-".into()) };
+    let report = r.sessions.gc(Some(0), &prefix).unwrap();
+    assert!(report.expired.is_empty() && report.kept_dirs.is_empty(), "untouched: {report:?}");
+    assert_eq!(r.records(), 1);
+    let mine = GcScope { uid: Some(r.user.uid), id_prefix: Some("svc-".into()) };
+    let report = r.sessions.gc(Some(0), &mine).unwrap();
+    assert_eq!(report.expired.len(), 1, "{report:?}");
+    assert_eq!(report.removed_dirs, vec![r.runtime_dir()]);
+}
+
+#[test]
+fn ensure_makes_lingering_dirs_idempotently_and_refuses_others() {
+    let mut r = Root::new("ensure", |_| {});
+    let err = r.sessions.ensure(&r.user).unwrap_err().to_string();
+    assert!(err.contains("neither on linger_users nor on service_users"), "{err}");
+    assert!(!r.runtime_dir().exists());
+    let name = r.user.name.clone();
+    reconfigured(&mut r, |c| c.min_uid = u32::MAX);
+    let err = r.sessions.ensure(&r.user).unwrap_err().to_string();
+    assert!(err.contains("below min_uid"), "{err}");
+    reconfigured(&mut r, |c| c.service_users = vec![name.clone()]);
+    let first = r.sessions.ensure(&r.user).unwrap();
+    assert!(first.created && r.runtime_dir().is_dir(), "{first:?}");
+    let again = r.sessions.ensure(&r.user).unwrap();
+    assert!(!again.created && r.runtime_dir().is_dir(), "{again:?}");
+    assert_eq!(r.records(), 0, "no session is recorded");
+    // Lingering: gc keeps it; once it no longer lingers, gc removes it (it is recorded as ours).
+    assert!(r.sessions.gc(None, &GcScope::default()).unwrap().removed_dirs.is_empty());
+    assert!(r.runtime_dir().is_dir());
+    reconfigured(&mut r, |c| {
+        c.service_users.clear();
+        c.min_uid = 1;
+    });
+    assert_eq!(r.sessions.gc(None, &GcScope::default()).unwrap().removed_dirs, vec![r.runtime_dir()]);
 }
 
 #[test]
@@ -312,7 +371,7 @@ fn a_dir_logind_took_over_is_left_to_logind() {
     // dir), gc has nothing of the user to settle.
     std::fs::remove_file(logind.join("users").join(r.user.uid.to_string())).unwrap();
     std::fs::remove_dir(r.runtime_dir()).unwrap();
-    let report = r.sessions.gc(None).unwrap();
+    let report = r.sessions.gc(None, &GcScope::default()).unwrap();
     assert!(report.removed_dirs.is_empty() && report.kept_dirs.is_empty(), "{report:?}");
 }
 
@@ -332,7 +391,7 @@ fn an_unprivileged_close_does_nothing_and_gc_user_settles_it() {
     assert!(host.logged(LogLevel::Info).iter().any(|m| m.contains("runs without privileges")), "{:?}", host.logs);
     assert!(r.runtime_dir().is_dir(), "nothing touched");
 
-    let report = r.sessions.gc_user(&r.user, None).unwrap();
+    let report = r.sessions.gc_user(&r.user, None, &GcScope::default()).unwrap();
     assert_eq!(report.reaped.len(), 1, "{report:?}");
     assert_eq!(report.removed_dirs, vec![r.runtime_dir()], "{report:?}");
     assert!(!r.runtime_dir().exists());

@@ -124,6 +124,24 @@ pub fn install(
     Installed { venv, proxy, image_tar }
 }
 
+/// A rootfs with nothing of its own: Debian's merged-/usr symlinks (the host's /usr is mounted
+/// over /usr read-only), an /etc/passwd podman adds the keep-id user to, and the usual empty dirs.
+pub fn make_skeleton_image(rootfs: &Path, tar: &Path) {
+    let _ = fs::remove_dir_all(rootfs);
+    for dir in ["usr", "etc", "tmp", "var/tmp", "home", "proc", "sys", "dev", "run", "root"] {
+        fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    for dir in ["tmp", "var/tmp"] {
+        set_mode(&rootfs.join(dir), 0o1777);
+    }
+    for link in ["bin", "sbin", "lib", "lib64"] {
+        std::os::unix::fs::symlink(format!("usr/{link}"), rootfs.join(link)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
+}
+
 /// Config common to every hub: loopback ports, the local proxy, PAM login with `service`.
 pub fn base_config(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&TestUser]) -> String {
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();

@@ -153,6 +153,35 @@ impl TestUser {
         TestUser { name, uid: u.uid, gid: u.gid, home: u.home }
     }
 
+    /// A service account as an admin makes one: `useradd --system` (a uid
+    /// below 1000, home /var/lib/NAME), then subordinate ids with
+    /// `usermod --add-subuids/--add-subgids` (useradd gives system accounts
+    /// none) above every range already in /etc/subuid and /etc/subgid.
+    pub fn create_system(prefix: &str) -> TestUser {
+        let name = unique(prefix);
+        {
+            let _lock = passwd_lock();
+            let home = format!("/var/lib/{name}");
+            run_ok(Command::new("useradd").args(["--system", "-m", "-d", &home, "-s", "/bin/sh"]).arg(&name));
+            let top = |file: &str| {
+                fs::read_to_string(file)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| {
+                        let mut f = l.split(':').skip(1);
+                        Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
+                    })
+                    .max()
+                    .unwrap_or(100_000)
+            };
+            let start = top("/etc/subuid").max(top("/etc/subgid")).max(100_000);
+            let range = format!("{start}-{}", start + 65_535);
+            run_ok(Command::new("usermod").args(["--add-subuids", &range, "--add-subgids", &range]).arg(&name));
+        }
+        let u = session_lib::user::UserInfo::by_name(&name).expect("new user resolves");
+        TestUser { name, uid: u.uid, gid: u.gid, home: u.home }
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         PathBuf::from(format!("/run/user/{}", self.uid))
     }

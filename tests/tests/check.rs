@@ -477,6 +477,14 @@ fn explain_maps_each_catalogue_message_to_its_checks() {
     // The podman error strings of the catalogue (checks.md), as users paste them.
     let cases: &[(&str, &[&str])] = &[
         (
+            "Cannot connect to Podman. dial unix /run/user/999/podman/podman.sock: connect: connection refused",
+            &["session.managed"],
+        ),
+        (
+            "requests.exceptions.ConnectionError: ('Connection aborted.', ConnectionRefusedError(111, 'Connection refused'))",
+            &["session.managed"],
+        ),
+        (
             "Error: XDG_RUNTIME_DIR directory \"/run/user/0\" is not owned by the current user",
             &["env.runtime_dir.owner"],
         ),

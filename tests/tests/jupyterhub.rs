@@ -258,8 +258,10 @@ fn hub_dir(name: &str, mode: u32) -> PathBuf {
 }
 
 /// `jupyter-session exec` must be the real keeper for the SessionSpawner test to mean anything.
-fn keeper_is_built(user: &TestUser, service: &str) {
-    let out = run(keeper_cmd().args(["exec", "--service", service, "--user", &user.name, "--", "/bin/true"]));
+fn keeper_is_built(user: &TestUser, service: &str, config: &Path) {
+    let config = config.display().to_string();
+    let args = ["exec", "--config", &config, "--service", service, "--user", &user.name, "--", "/bin/true"];
+    let out = run(keeper_cmd().args(args));
     assert!(
         out.status.success(),
         "`jupyter-session exec` does not work yet ({}): {}\nThe SessionSpawner recipe needs the keeper.",
@@ -286,13 +288,15 @@ fn session_spawner_gives_each_server_a_real_session() {
     let service = keeper_service(&dir, &state);
     let alice = login_user("jha");
     let bob = login_user("jhb");
-    keeper_is_built(&alice, &service.name);
+    keeper_is_built(&alice, &service.name, &dir.join("jupyter-session.toml"));
 
     let port = free_port();
     let mut config = hub::base_config(inst, &dir, port, &service.name, &[&alice, &bob]);
     writeln!(config, "c.JupyterHub.spawner_class = 'session'").unwrap();
     writeln!(config, "c.SessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
     writeln!(config, "c.SessionSpawner.pam_service = {:?}", service.name).unwrap();
+    let keeper_config = dir.join("jupyter-session.toml").display().to_string();
+    writeln!(config, "c.SessionSpawner.config_file = {keeper_config:?}").unwrap();
     // A variable glibc acts on in a root process: it must reach the server
     // (handed over on the keeper's --env-fd), never the keeper itself.
     writeln!(config, "c.Spawner.environment = {{'GCONV_PATH': '/nonexistent-keeper-gconv'}}").unwrap();

@@ -498,11 +498,12 @@ fn pam_context_messages_env_and_drop_closes() {
     assert!(err.to_string().contains(&format!("/etc/pam.d/{}", deny.name)), "{err}");
 }
 
-/// A stack with no module that exports variables (no pam_jupyter, no
-/// pam_env): whatever the command sees beyond USER/LOGNAME/HOME/SHELL/PATH
-/// came from somewhere else.
-fn bare_stack() -> PamService {
-    PamService::create("keeper", &["account required pam_permit.so", "session required pam_permit.so"])
+/// A stack whose only module that exports variables is pam_jupyter (no
+/// pam_env; the keeper refuses a stack without pam_jupyter): whatever the
+/// command sees beyond USER/LOGNAME/HOME/SHELL/PATH/XDG_RUNTIME_DIR came
+/// from somewhere else.
+fn bare_stack(state: &StateDir) -> PamService {
+    PamService::create("keeper", &["account required pam_permit.so", &state.module_line("")])
 }
 
 /// What a root login shell typically carries (seen leaking into user
@@ -529,8 +530,10 @@ fn own_environment_does_not_reach_the_command() {
     if !require_root("own_environment_does_not_reach_the_command", &["env"]) {
         return;
     }
-    let bare = bare_stack();
+    let state = StateDir::new();
+    let bare = bare_stack(&state);
     let u = TestUser::create("jsk");
+    let xdg = format!("XDG_RUNTIME_DIR={}", u.runtime_dir().display());
     let home = u.home.display().to_string();
     let base = |c: &mut Command| {
         c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").envs(ROOT_SHELL_ENV);
@@ -548,11 +551,12 @@ fn own_environment_does_not_reach_the_command() {
         "SHELL=/bin/sh".into(),
         "TERM=xterm-keeper".into(),
         format!("USER={}", u.name),
+        xdg.clone(),
     ]);
     assert_eq!(show(&env_entries(&o.stdout)), show(&want), "from a root shell");
 
     // Handed over on an fd: that, never XDG_RUNTIME_DIR/DBUS PAM did not
-    // set, and nothing of the keeper's own (not even TERM).
+    // set (root's, here: the session's own is PAM's), and nothing of the keeper's own (not even TERM).
     let handed = EnvFile::new(&[
         ("JUPYTERHUB_API_TOKEN", "tok"),
         ("LANG", "C.UTF-8"),
@@ -572,6 +576,7 @@ fn own_environment_does_not_reach_the_command() {
         format!("PATH={}", session_lib::config::DEFAULT_PATH),
         "SHELL=/bin/sh".into(),
         format!("USER={}", u.name),
+        xdg.clone(),
     ]);
     assert_eq!(show(&env_entries(&o.stdout)), show(&want), "handed over with --env-fd");
 

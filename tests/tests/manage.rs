@@ -119,7 +119,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         (vec!["open", "--user", "no-such-user-js", "--id", "x1"], "no such user 'no-such-user-js'"),
         (vec!["open", "--user", "bad name", "--id", "x1"], "not a valid user name"),
         (vec!["open", "--user", &carol.name, "--id", "../etc"], "not a valid session id"),
-        (vec!["open", "--user", "root", "--id", "x1"], "below min_uid"),
+        (vec!["open", "--user", "root", "--id", "x1"], "(uid 0) is root"),
         (vec!["close", "--id", "never-opened"], "no open session has id 'never-opened'"),
         (vec!["gc", "--older-than", "soon"], "is not a duration"),
     ];

@@ -40,28 +40,10 @@ fn installed() -> &'static Installed {
     ONCE.get_or_init(|| {
         hub::install(ROOT, PYTHON_PACKAGES, "podman_spawner", |root, _venv| {
             let image_tar = root.join("skeleton.tar");
-            make_skeleton_image(&root.join("skeleton-rootfs"), &image_tar);
+            hub::make_skeleton_image(&root.join("skeleton-rootfs"), &image_tar);
             image_tar
         })
     })
-}
-
-/// A rootfs with nothing of its own: Debian's merged-/usr symlinks (the host's /usr is mounted
-/// over /usr read-only), an /etc/passwd podman adds the keep-id user to, and the usual empty dirs.
-fn make_skeleton_image(rootfs: &Path, tar: &Path) {
-    let _ = fs::remove_dir_all(rootfs);
-    for dir in ["usr", "etc", "tmp", "var/tmp", "home", "proc", "sys", "dev", "run", "root"] {
-        fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    for dir in ["tmp", "var/tmp"] {
-        set_mode(&rootfs.join(dir), 0o1777);
-    }
-    for link in ["bin", "sbin", "lib", "lib64"] {
-        std::os::unix::fs::symlink(format!("usr/{link}"), rootfs.join(link)).unwrap();
-    }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-    run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 
 fn parent(pid: u32) -> u32 {
@@ -91,9 +73,11 @@ impl Drop for PodmanUser {
 }
 
 /// Run podman as `user` in a session of its own (the keeper), outside the hub.
-fn podman_as(user: &TestUser, service: &str, args: &[&str]) -> Output {
+fn podman_as(user: &TestUser, service: &str, config: &Path, args: &[&str]) -> Output {
     run(keeper_cmd()
-        .args(["exec", "--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
+        .args(["exec", "--config"])
+        .arg(config)
+        .args(["--service", service, "--user", &user.name, "--", "podman", "--runtime", "runc"])
         .args(args)
         .stdin(Stdio::null()))
 }
@@ -176,7 +160,12 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // The image, imported by each user into their own storage (no registry here).
     for user in [alice, bob] {
-        let out = podman_as(user, &service.name, &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE]);
+        let out = podman_as(
+            user,
+            &service.name,
+            &session_config,
+            &["import", "--quiet", inst.image_tar.to_str().unwrap(), IMAGE],
+        );
         assert!(out.status.success(), "podman import as {}: {}", user.name, String::from_utf8_lossy(&out.stderr));
         end_podman_outside_hub(user, &session_config);
     }
@@ -188,6 +177,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     writeln!(c, "c.JupyterHub.spawner_class = 'podman'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.jupyter_session_path = {:?}", cli_path().display().to_string()).unwrap();
     writeln!(c, "c.PodmanSessionSpawner.pam_service = {:?}", service.name).unwrap();
+    writeln!(c, "c.PodmanSessionSpawner.config_file = {:?}", session_config.display().to_string()).unwrap();
     writeln!(c, "c.PodmanSessionSpawner.image = {IMAGE:?}").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.runtime = 'runc'").unwrap();
     writeln!(c, "c.PodmanSessionSpawner.volumes = ['/usr:/usr:ro', '{venv}:{venv}:ro']").unwrap();
@@ -240,9 +230,9 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
 
     // Inside the container, `id` is the user's own uid and name (podman exec, another session).
     let container = format!("jupyter-{}", alice.name);
-    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-u"]);
+    let out = podman_as(alice, &service.name, &session_config, &["exec", &container, "id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), uid, "{who}: `id -u` in the container");
-    let out = podman_as(alice, &service.name, &["exec", &container, "id", "-un"]);
+    let out = podman_as(alice, &service.name, &session_config, &["exec", &container, "id", "-un"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), alice.name, "{who}: `id -un` in the container");
     assert_eq!(state.records(alice.uid), 1, "{who}: podman exec's own session closed again");
     assert!(rt.is_dir(), "{who}: the runtime dir stays while the container runs");
@@ -271,7 +261,7 @@ fn podman_spawner_runs_each_server_in_a_rootless_container_in_a_session() {
     assert_nothing_left(alice, &state, &hub);
 
     // And no container is left in the user's storage.
-    let out = podman_as(alice, &service.name, &["ps", "--all", "--format", "{{.Names}}"]);
+    let out = podman_as(alice, &service.name, &session_config, &["ps", "--all", "--format", "{{.Names}}"]);
     assert!(out.status.success(), "podman ps: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "", "{who}: no container left");
     end_podman_outside_hub(alice, &session_config);

@@ -90,6 +90,7 @@ pub fn catalogue() -> &'static [Check] {
             subid::live
         ),
         c!("session.registered", "a live session record for this uid", W, [], Root, session::registered),
+        c!("session.managed", "min_uid / service_users manage the user", W, ["id.user"], Nothing, session::managed),
         c!("session.linger", "linger state of the user", I, ["id.user"], Nothing, session::linger),
         c!("session.bus", "a usable D-Bus session bus", W, [], Nothing, session::bus),
         c!("cgroup.v2", "/sys/fs/cgroup is cgroup2", W, [], Nothing, system::cgroup_v2),

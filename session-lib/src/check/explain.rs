@@ -14,6 +14,16 @@ pub struct Explanation {
 /// The catalogue's table of error strings.
 pub const EXPLANATIONS: &[Explanation] = &[
     Explanation {
+        fragments: &["podman.sock", "connection refused"],
+        message: "dial unix /run/user/N/podman/podman.sock: connect: connection refused",
+        checks: &["session.managed"],
+    },
+    Explanation {
+        fragments: &["connectionrefusederror"],
+        message: "ConnectionRefusedError (a client of podman's API socket, e.g. DockerSpawner, and the service is down)",
+        checks: &["session.managed"],
+    },
+    Explanation {
         fragments: &["xdg_runtime_dir directory", "is not owned by the current user"],
         message: "XDG_RUNTIME_DIR directory \"...\" is not owned by the current user",
         checks: &["env.runtime_dir.owner"],

@@ -75,7 +75,7 @@ mod tests {
             }
             assert!(seen.insert(c.id), "duplicate id {}", c.id);
         }
-        assert_eq!(seen.len(), 31);
+        assert_eq!(seen.len(), 32);
     }
 
     #[test]

@@ -79,11 +79,17 @@ pub enum KeeperError {
         path: PathBuf,
     },
     User(UserError),
-    BelowMinUid {
+    /// The keeper's config does not manage the user (root, or below
+    /// min_uid and not on service_users).
+    NotManaged {
         user: String,
         uid: u32,
-        min_uid: u32,
+        why: crate::user::Unmanaged,
+        config_file: PathBuf,
     },
+    /// pam_jupyter ran with another configuration than the keeper, ignored
+    /// the user, or did not run at all: the session was closed again.
+    ConfigMismatch(String),
     /// pam_acct_mgmt refused the account (expired, locked...).
     AccountRefused(PamError),
     Pam(PamError),
@@ -158,11 +164,20 @@ impl fmt::Display for KeeperError {
                 path.display()
             ),
             KeeperError::User(e) => write!(f, "{e}"),
-            KeeperError::BelowMinUid { user, uid, min_uid } => write!(
+            KeeperError::NotManaged { user, uid, why: crate::user::Unmanaged::Root, config_file: _ } => {
+                write!(f, "user '{user}' has uid {uid} (root): the keeper never starts a session for root")
+            }
+            KeeperError::NotManaged { user, uid, why, config_file } => write!(
                 f,
-                "user '{user}' has uid {uid}, below min_uid {min_uid}: refusing to start a session for a system \
-                 account (lower min_uid in /etc/security/jupyter-session.toml if this user is really meant to log in)"
+                "user '{user}' (uid {uid}) {why} of {}: refusing to start a session for a system account (add \
+                 service_users = [\"{user}\"] to {} if it is a service account meant to run this, and give \
+                 pam_jupyter the same file: config={} on its line in the service's PAM file, or no config= when it \
+                 is the default file; if pam_jupyter reads another file, give the keeper that file with --config)",
+                config_file.display(),
+                config_file.display(),
+                config_file.display()
             ),
+            KeeperError::ConfigMismatch(msg) => f.write_str(msg),
             KeeperError::AccountRefused(e) => write!(f, "account refused: {e}"),
             KeeperError::Pam(e) => write!(f, "{e}"),
             KeeperError::Groups { user, errno } => write!(

@@ -36,6 +36,7 @@ pub use crate::ffi::process::take_inherited_fd;
 pub use error::{ChildEnd, ChildStep, EXIT_CANNOT_EXECUTE, EXIT_KEEPER_FAILED, EXIT_NOT_FOUND, KeeperError};
 pub use pam_sequence::{service_file, valid_service};
 
+use crate::agreement;
 use crate::config::Config;
 use crate::ffi::keyring;
 use crate::ffi::process::{Forked, exit_now, fork_single_threaded};
@@ -58,6 +59,9 @@ pub struct KeeperOptions {
     /// [`env`]); USER/LOGNAME/HOME/SHELL and the PAM environment go over it.
     pub handed_env: Vec<(OsString, OsString)>,
     pub config: Config,
+    /// The file `config` was read from (`--config`, else the default file,
+    /// whether it exists or not): pam_jupyter must have read the same.
+    pub config_file: PathBuf,
 }
 
 /// Result of a keeper run: how the command ended (or why it never ran) and
@@ -102,6 +106,16 @@ pub fn run(opts: &KeeperOptions) -> KeeperRun {
         Err(e) => return KeeperRun { outcome: Err(e), close_error: None },
     };
     let outcome = open.pam.env().map_err(KeeperError::Pam).and_then(|pam_env| {
+        let expected = agreement::Expected {
+            nonce: &open.nonce,
+            config: &opts.config,
+            file: &opts.config_file,
+            service_file: &open.service_file,
+            user: &user.name,
+        };
+        agreement::verify(&expected, &pam_env).map_err(KeeperError::ConfigMismatch)?;
+        let pam_env: Vec<(String, String)> =
+            pam_env.into_iter().filter(|(k, _)| k != agreement::KEEPER_VAR && k != agreement::REPORT_VAR).collect();
         let env = command_env(&opts.handed_env, &user, &pam_env);
         run_child(opts, &user, &open.groups, keyring_before, &env)
     });

@@ -51,8 +51,13 @@ pub(super) fn prepare(opts: &KeeperOptions) -> Result<UserInfo, KeeperError> {
     }
     service_file(&opts.service)?;
     let user = UserInfo::by_name(&opts.user).map_err(KeeperError::User)?;
-    if crate::user::managed(user.uid, opts.config.min_uid).is_err() {
-        return Err(KeeperError::BelowMinUid { user: user.name, uid: user.uid, min_uid: opts.config.min_uid });
+    if let Err(why) = opts.config.manages(&user) {
+        return Err(KeeperError::NotManaged {
+            user: user.name,
+            uid: user.uid,
+            why,
+            config_file: opts.config_file.clone(),
+        });
     }
     Ok(user)
 }
@@ -63,6 +68,9 @@ pub(super) fn prepare(opts: &KeeperOptions) -> Result<UserInfo, KeeperError> {
 pub(super) struct OpenSession {
     pub pam: PamContext,
     pub groups: Vec<u32>,
+    /// What pam_jupyter must echo back (see [`crate::agreement`]).
+    pub nonce: String,
+    pub service_file: PathBuf,
 }
 
 /// Open the PAM session: start, items, account, groups, credentials,
@@ -86,13 +94,17 @@ pub(super) fn open(opts: &KeeperOptions, user: &UserInfo) -> Result<OpenSession,
     nix::unistd::initgroups(&name, Gid::from_raw(user.gid))
         .map_err(|errno| KeeperError::Groups { user: user.name.clone(), errno })?;
     pam.establish_cred().map_err(KeeperError::Pam)?;
+    let nonce = crate::agreement::new_nonce()
+        .map_err(|e| KeeperError::Setup { what: "reading /dev/urandom".into(), reason: e.to_string() })?;
+    pam.putenv(crate::agreement::KEEPER_VAR, &nonce).map_err(KeeperError::Pam)?;
     pam.open_session().map_err(KeeperError::Pam)?;
     let groups = nix::unistd::getgroups()
         .map_err(|e| KeeperError::Setup { what: "getgroups after pam_setcred".into(), reason: e.desc().into() })?
         .into_iter()
         .map(Gid::as_raw)
         .collect();
-    Ok(OpenSession { pam, groups })
+    let service_file = service_file(&opts.service)?;
+    Ok(OpenSession { pam, groups, nonce, service_file })
 }
 
 #[cfg(test)]
