@@ -79,8 +79,8 @@ pub struct Config {
     /// Remove the runtime dir when the user's last session closes. Default: `true`.
     pub remove_on_last_close: bool,
     /// Never remove the runtime dir while a process of the user runs (real or saved uid the user's, or one of
-    /// the user's subordinate uids from `/etc/subuid`: a rootless container's); it goes at the next close or
-    /// `jupyter-session gc` after they end. Default: `true`.
+    /// the user's subordinate uids from `/etc/subuid` or the `subid: jupyter` provider: a rootless
+    /// container's); it goes at the next close or `jupyter-session gc` after they end. Default: `true`.
     pub keep_while_processes: bool,
     /// When podman's rootless pause process (`catatonit -P`, pid in `libpod/tmp/pause.pid`) is all that is
     /// left of the user, the last close and `gc` stop it and remove the dir; `false`: it keeps the dir like
@@ -102,20 +102,20 @@ pub struct Config {
     /// Log every decision at debug level (a bare `debug` module argument means `debug=true`).
     /// Default: `false`.
     pub debug: bool,
-    /// `"allocate"`: at session open, pam_jupyter appends the user's computed
-    /// subordinate id range to /etc/subuid and /etc/subgid where they have no
-    /// line (under shadow's locks). Default `"off"`: the files are not touched.
+    /// Subordinate id ranges in the files: `"allocate"` makes pam_jupyter append the user's computed range to
+    /// /etc/subuid and /etc/subgid at session open where they have no line (under shadow's locks); `"off"`
+    /// leaves the files alone. Default: `"off"`.
     pub subids: SubidMode,
-    /// First id of the computed subordinate id ranges (the NSS provider
-    /// `subid: jupyter` and `subids = "allocate"`); must be above
-    /// `subid_uid_max` and clear of every range in the files. Default 1000000000.
+    /// First id of the computed subordinate id ranges (the NSS provider `subid: jupyter` and
+    /// `subids = "allocate"`); must be above `subid_uid_max` and clear of every range in the files.
+    /// Default: `1000000000`.
     pub subid_base: u64,
-    /// Subordinate ids per user (both subuids and subgids). Default 65536.
+    /// Subordinate ids per user (both subuids and subgids). Default: `65536`.
     pub subid_size: u64,
-    /// Lowest uid that gets a computed range. Default 1000.
+    /// Lowest uid that gets a computed range. Default: `1000`.
     pub subid_uid_min: u32,
-    /// Highest uid that gets a computed range; base + (max - min + 1) * size
-    /// must stay below 2^32 - 1. Default 50000.
+    /// Highest uid that gets a computed range; `subid_base + (subid_uid_max - subid_uid_min + 1) * subid_size`
+    /// must stay below 2^32 - 1. Default: `50000`.
     pub subid_uid_max: u32,
 }
 
