@@ -84,7 +84,11 @@ pub struct GcArgs {
 #[command(after_help = "\
 Safe to run at boot (a boot script, a systemd oneshot unit, cron @reboot) and again at any time: a dir \
 that is there already is checked and left alone. Exit status 0 when every dir is there, 125 when one \
-could not be made (each failure is named; the others are still made).")]
+could not be made (each failure is named; the others are still made).
+
+Example (as root, at boot, for every lingering and service user; then one account):
+  jupyter-session ensure
+  jupyter-session ensure --user jupyterhub")]
 pub struct EnsureArgs {
     /// Only this user (must be on linger_users or service_users); default: all of them
     #[arg(long, value_name = "NAME")]

@@ -117,13 +117,16 @@ fn real_install_then_the_quick_start_command() {
         "/usr/local/share/bash-completion/completions/jupyter-session",
         "/usr/local/share/zsh/site-functions/_jupyter-session",
         "/usr/local/share/fish/vendor_completions.d/jupyter-session.fish",
+        "/usr/local/lib/jupyter-session/jupyter-session-podman-service",
+        "/usr/local/lib/jupyter-session/jupyter-session-podman-loop",
+        "/usr/local/lib/systemd/system/jupyter-session-podman@.service",
     ]
     .iter()
     .map(PathBuf::from)
     .collect();
     installed.push(module_dir().join("pam_jupyter.so"));
     installed.push(module_dir().parent().unwrap().join("libsubid_jupyter.so"));
-    for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc"] {
+    for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc", "-ensure"] {
         installed.push(PathBuf::from(format!("/usr/local/share/man/man1/jupyter-session{page}.1")));
     }
     let _restore: Vec<Restore> = installed.iter().cloned().map(Restore::save).collect();
