@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod env;
 mod exec;
 mod manage;
 
@@ -35,6 +36,8 @@ enum Command {
     List(manage::ListArgs),
     /// Reap stale sessions and remove runtime dirs nobody needs (run as root)
     Gc(manage::GcArgs),
+    /// Print the caller's session environment as `export NAME=value` lines, for a Slurm TaskProlog (run as the user)
+    Env(env::Args),
 }
 
 /// Usage errors exit 125, like every other failure of jupyter-session
@@ -59,6 +62,7 @@ fn main() {
         Command::Close(args) => manage::close(args),
         Command::List(args) => manage::list(args),
         Command::Gc(args) => manage::gc(args),
+        Command::Env(args) => env::run(args),
     };
     std::process::exit(code);
 }

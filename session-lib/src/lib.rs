@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod as_user;
+pub mod binding;
 pub mod check;
 pub mod config;
 pub mod exit_code;
