@@ -5,10 +5,15 @@
 //!
 //! Two kinds, chosen at open:
 //! - a cgroup directory (a Slurm job's `job_ID` cgroup, a systemd unit's
-//!   cgroup): alive while it exists. It need not exist yet when the session
-//!   opens — Slurm 22.05 runs the Prolog before the job's extern step makes
-//!   the job cgroup — so until `appear_by` (seconds since the epoch) a
-//!   missing directory counts as "not made yet"; after that, as "gone".
+//!   cgroup): alive while a process runs in it or below it (a cgroup left
+//!   behind empty, e.g. by a slurmstepd killed with the job's processes
+//!   ended, is gone). It need not exist yet when the session opens — Slurm
+//!   22.05 runs the Prolog before the job's extern step makes the job
+//!   cgroup — so until `appear_by` (seconds since the epoch) a missing or
+//!   empty cgroup counts as "not started yet"; after that, as "gone". Once
+//!   a registry pass (`gc`, `list`, an open or close of the user) has seen
+//!   it populated, [`Binding::seen`] turns the grace off (`appear_by` 0): a
+//!   cgroup that empties after that is gone at once.
 //!   A job id is never running twice at once on a node, so the path alone
 //!   names the job; a later job with the same id opens its own session
 //!   (see [`crate::session::Sessions::open_id`]).
@@ -100,18 +105,75 @@ impl Binding {
         Ok(Binding::Process { pid: p.pid, start_time: p.start_time })
     }
 
+    /// The binding to record instead of this one, if it changed: a cgroup
+    /// still in its grace time that now has processes is "seen" (grace off).
+    pub fn seen(&self) -> Option<Binding> {
+        match self {
+            Binding::Cgroup { path, appear_by } if *appear_by != 0 && populated(path, CGROUP_DEPTH) == Some(true) => {
+                Some(Binding::Cgroup { path: path.clone(), appear_by: 0 })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether what the session stands for is still there.
     pub fn alive(&self) -> bool {
         match self {
-            Binding::Cgroup { path, appear_by } => match std::fs::symlink_metadata(path) {
-                Ok(m) => m.is_dir(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::registry::now() < *appear_by,
+            Binding::Cgroup { path, appear_by } => match populated(path, CGROUP_DEPTH) {
+                Some(true) => true,
+                Some(false) => crate::registry::now() < *appear_by,
                 // Cannot tell (EACCES, EIO): keep it rather than close a running job's session.
-                Err(_) => true,
+                None => true,
             },
             Binding::Process { pid, start_time } => ProcessId { pid: *pid, start_time: *start_time }.alive(),
         }
     }
+}
+
+/// How deep below a bound cgroup processes are looked for (Slurm: job_ID/step_N/task_M).
+const CGROUP_DEPTH: usize = 3;
+
+/// Whether any process runs in the cgroup at `dir` or below it (down to
+/// `depth` levels): `Some(false)` for a missing or empty one, `None` when
+/// that cannot be read. cgroup v2's `cgroup.events` says it directly; on v1
+/// the `cgroup.procs` files are read.
+fn populated(dir: &Path, depth: usize) -> Option<bool> {
+    use std::io::ErrorKind::NotFound;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Some(false),
+        Err(e) if e.kind() == NotFound => return Some(false),
+        Err(_) => return None,
+    }
+    if let Ok(events) = std::fs::read_to_string(dir.join("cgroup.events")) {
+        return Some(events.lines().any(|l| l.trim() == "populated 1"));
+    }
+    match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(procs) if !procs.trim().is_empty() => return Some(true),
+        Ok(_) => {}
+        // Removed under us: the cgroup is going.
+        Err(e) if e.kind() == NotFound => return Some(false),
+        Err(_) => return None,
+    }
+    if depth == 0 {
+        return Some(false);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let mut unknown = false;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            match populated(&entry.path(), depth - 1) {
+                Some(true) => return Some(true),
+                Some(false) => {}
+                None => unknown = true,
+            }
+        }
+    }
+    if unknown { None } else { Some(false) }
 }
 
 impl fmt::Display for Binding {
@@ -131,10 +193,28 @@ mod tests {
     fn cgroup_binding_lives_with_its_directory() {
         let root = std::env::temp_dir().join(format!("js-bind-{}", std::process::id()));
         let job = root.join("slurm/uid_1000/job_7");
-        std::fs::create_dir_all(&job).unwrap();
+        let step = job.join("step_extern");
+        std::fs::create_dir_all(&step).unwrap();
+        // A tempdir stands in for cgroup v1 files: the job's processes are in its steps.
+        std::fs::write(job.join("cgroup.procs"), "").unwrap();
+        std::fs::write(step.join("cgroup.procs"), "4242\n").unwrap();
         let b = Binding::cgroup_under(&job, &root, 0).unwrap();
-        assert!(b.alive());
-        std::fs::remove_dir(&job).unwrap();
+        assert!(b.alive(), "a process runs in a step");
+        std::fs::write(step.join("cgroup.procs"), "").unwrap();
+        assert!(!b.alive(), "left behind empty: gone");
+        // In its grace time, empty is "not started yet" until a pass has seen it populated.
+        let young = Binding::cgroup_under(&job, &root, 600).unwrap();
+        assert!(young.alive() && young.seen().is_none());
+        std::fs::write(step.join("cgroup.procs"), "4242\n").unwrap();
+        let seen = young.seen().expect("populated now");
+        assert!(matches!(seen, Binding::Cgroup { appear_by: 0, .. }) && seen.seen().is_none());
+        std::fs::write(step.join("cgroup.procs"), "").unwrap();
+        assert!(young.alive() && !seen.alive(), "seen once, empty now: gone");
+        std::fs::write(job.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(b.alive(), "cgroup v2 says populated");
+        std::fs::write(job.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(!b.alive());
+        std::fs::remove_dir_all(&job).unwrap();
         assert!(!b.alive(), "gone with the directory");
         // Not made yet: alive within the grace time, gone after it.
         let later = Binding::cgroup_under(&job, &root, 600).unwrap();

@@ -494,6 +494,11 @@ impl UserSessions {
             if Some(&entry.key) == closed_key.as_ref() {
                 self.remove(&entry.key)?;
             } else if entry.record.alive() {
+                let seen = entry.record.bound.as_ref().and_then(Binding::seen);
+                let entry = match seen {
+                    Some(binding) => self.rebind(entry, binding)?,
+                    None => entry,
+                };
                 out.live.push(entry);
             } else {
                 self.remove(&entry.key)?;
@@ -505,6 +510,19 @@ impl UserSessions {
         }
         out.unreadable = bad.len();
         Ok(out)
+    }
+
+    /// Record what a live session is bound to anew (see [`Binding::seen`]).
+    fn rebind(&self, entry: Entry, binding: Binding) -> Result<Entry, RegistryError> {
+        let record = entry.record.bound_to(Some(binding));
+        let name = format!("{}.json", entry.key);
+        let json = serde_json::to_vec(&record).map_err(|e| RegistryError::Io {
+            path: self.path.join(&name),
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        self.replace(&name, &json)?;
+        Ok(Entry { key: entry.key, record })
     }
 
     /// Live records (call [`reap_stale`](Self::reap_stale) first to drop the rest).

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+pub mod slurm;
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
