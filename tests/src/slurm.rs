@@ -34,21 +34,18 @@ pub struct Slurm {
     /// The copy of the built CLI the scripts run.
     pub cli: PathBuf,
     pub node: String,
+    /// The PATH the jupyter-session config gives sessions: its first entry is the test's own, so a
+    /// job (or a server) that has it got it from the config.
+    pub path: String,
     munged: Option<u32>,
     ctld: Option<Child>,
     slurmd: Option<Child>,
 }
 
-/// The PATH the jupyter-session config gives sessions: its first entry is the test's own, so a job
-/// (or a server) that has it got it from the config.
-pub fn session_path(dir: &Path) -> String {
-    format!("{}:/usr/local/bin:/usr/bin:/bin", dir.join("session-bin").display())
-}
-
 impl Slurm {
     /// Start munged, slurmctld and slurmd; return once the node is idle. `extra_conf` lines are
-    /// appended to slurm.conf.
-    pub fn start(extra_conf: &str) -> Slurm {
+    /// appended to slurm.conf; `path` directories go into the sessions' PATH after the test's own.
+    pub fn start(extra_conf: &str, path: &[&Path]) -> Slurm {
         let started = Instant::now();
         let dir = PathBuf::from(format!("/run/js-slurm-{}", unique("c")));
         fs::create_dir_all(&dir).unwrap();
@@ -74,8 +71,10 @@ impl Slurm {
         set_mode(&cli, 0o755);
         let state = StateDir::new();
         let js_config = dir.join("jupyter-session.toml");
-        fs::write(&js_config, format!("state_dir = \"{}\"\npath = \"{}\"\n", state.0.display(), session_path(&dir)))
-            .unwrap();
+        let mut dirs = vec![dir.join("session-bin").display().to_string()];
+        dirs.extend(path.iter().map(|p| p.display().to_string()));
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", dirs.join(":"));
+        fs::write(&js_config, format!("state_dir = \"{}\"\npath = \"{path}\"\n", state.0.display())).unwrap();
         set_mode(&js_config, 0o644);
         for script in ["prolog.sh", "epilog.sh", "taskprolog.sh"] {
             let shipped = fs::read_to_string(repo_dir().join("etc/slurm").join(script)).unwrap();
@@ -151,7 +150,7 @@ impl Slurm {
         let munged_pid = fs::read_to_string(munge_dir.join("pid")).unwrap().trim().parse().unwrap();
 
         let mut slurm =
-            Slurm { dir, conf, js_config, state, cli, node, munged: Some(munged_pid), ctld: None, slurmd: None };
+            Slurm { dir, conf, js_config, state, cli, node, path, munged: Some(munged_pid), ctld: None, slurmd: None };
         slurm.ctld = Some(slurm.daemon("slurmctld", &["-D", "-i"]));
         slurm.start_slurmd();
         slurm.wait_state("idle", Duration::from_secs(30));

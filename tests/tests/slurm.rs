@@ -12,9 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jupyter_session_tests::hub::{env_var, make_busybox_image, set_mode};
-use jupyter_session_tests::slurm::{self, Slurm, session_path};
-use jupyter_session_tests::{TestUser, require_root, run_ok, stdout_and_stderr};
+use jupyter_session_tests::hub::{self, Hub, env_var, free_port, live_processes, make_busybox_image, set_mode};
+use jupyter_session_tests::slurm::{self, Slurm};
+use jupyter_session_tests::{PamService, TestUser, environ_of, require_root, run_ok, stdout_and_stderr};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -76,13 +76,21 @@ fn assert_idle(slurm: &Slurm, after: &str) {
     assert_eq!(state, "idle", "after {after}: node {state} ({})\n{}", slurm.node_reason(), slurm.logs());
 }
 
+/// Both tests make cgroups under the node's `slurm_NODE`, named by uid and job id, and each
+/// cluster numbers its jobs from 1: one cluster at a time.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn slurm_recipe() {
     if !require_root("slurm_recipe", slurm::TOOLS) || !require_root("slurm_recipe", &["podman", "busybox"]) {
         return;
     }
     let t0 = Instant::now();
-    let mut slurm = Slurm::start("");
+    let _one = one_cluster_at_a_time();
+    let mut slurm = Slurm::start("", &[]);
     let alice = TestUser::create("jsl");
     let bob = TestUser::create("jsl");
     alice.podman_without_network();
@@ -107,7 +115,7 @@ fn slurm_recipe() {
     for name in ["one", "two"] {
         let env = env_file(x.join(format!("{name}.env")));
         assert_eq!(env_var(&env, "XDG_RUNTIME_DIR"), rt.to_str(), "job {name}: XDG_RUNTIME_DIR");
-        assert_eq!(env_var(&env, "PATH"), Some(session_path(&slurm.dir).as_str()), "job {name}: PATH from the config");
+        assert_eq!(env_var(&env, "PATH"), Some(slurm.path.as_str()), "job {name}: PATH from the config");
     }
     assert_eq!(jupyter_session_tests::owner_mode(&rt), Some((alice.uid, alice.gid, 0o700)));
     let pod = fs::read_to_string(x.join("pod.out")).unwrap_or_default();
@@ -150,11 +158,7 @@ fn slurm_recipe() {
     wait_gone(job, &slurm);
     let env = env_file(rootx.join("root.env"));
     assert_eq!(env_var(&env, "XDG_RUNTIME_DIR"), None, "a root job gets no XDG_RUNTIME_DIR");
-    assert_ne!(
-        env_var(&env, "PATH"),
-        Some(session_path(&slurm.dir).as_str()),
-        "the TaskProlog prints nothing for root"
-    );
+    assert_ne!(env_var(&env, "PATH"), Some(slurm.path.as_str()), "the TaskProlog prints nothing for root");
     assert!(!Path::new("/run/user/0").exists());
     assert_idle(&slurm, "a root job");
     eprintln!("slurm: root job: {:.1} s", step.elapsed().as_secs_f64());
@@ -291,4 +295,78 @@ fn slurm_recipe() {
     eprintln!("slurm: slurmd and stepds killed, gc: {:.1} s", step.elapsed().as_secs_f64());
 
     eprintln!("slurm_recipe: {:.1} s in all", t0.elapsed().as_secs_f64());
+}
+
+/// Where batchspawner's hub venv lives (0755, readable by the job's user, who runs the server
+/// from it); not the jupyterhub tests' venv, which holds other packages.
+const HUB_ROOT: &str = "/var/tmp/slurm-jupyter-session-hub-test";
+const HUB_PACKAGES: &[&str] =
+    &["jupyterhub>=5,<7", "jupyter_server>=2,<3", "batchspawner==1.3.0", "requests", "setuptools>=61", "wheel"];
+
+/// batchspawner 1.3.0's SlurmSpawner from a real hub (PAMAuthenticator, HTTP login): the server
+/// runs in a Slurm job (`sudo -E -u USER sbatch`, then `srun` for the server step) and has its
+/// session and the config's PATH (from the TaskProlog); stopping it (scancel) removes the dir.
+#[test]
+fn batchspawner_slurm_spawner() {
+    let tools = [slurm::TOOLS, &["npm", "node", "chpasswd"]].concat();
+    if !require_root("batchspawner_slurm_spawner", &tools) {
+        return;
+    }
+    let inst = hub::install(HUB_ROOT, HUB_PACKAGES, "batchspawner", |root, _| {
+        let tar = root.join("bb.tar");
+        make_busybox_image(&root.join("bb-rootfs"), &tar);
+        tar
+    });
+    let _one = one_cluster_at_a_time();
+    let slurm = Slurm::start("", &[&inst.venv.join("bin")]);
+    let erin = TestUser::create("jsb");
+    let password = "jupyter-slurm-Pw1";
+    erin.set_password(password);
+    let login = PamService::create("jsbl", &["auth include common-auth", "account include common-account"]);
+    let dir = slurm.dir.join("hub");
+    fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut config = hub::base_config(&inst, &dir, port, &login.name, &[&erin]);
+    config += &format!(
+        "import os\n\
+         os.environ['SLURM_CONF'] = {conf:?}\n\
+         c.JupyterHub.spawner_class = 'batchspawner.SlurmSpawner'\n\
+         c.Spawner.env_keep = ['SLURM_CONF']\n\
+         c.SlurmSpawner.batchspawner_singleuser_cmd = {bs:?}\n\
+         c.Spawner.cmd = [{su:?}]\n",
+        conf = slurm.conf.display().to_string(),
+        bs = inst.bin("batchspawner-singleuser").display().to_string(),
+        su = inst.bin("jupyterhub-singleuser").display().to_string(),
+    );
+    let started = Instant::now();
+    let hub = Hub::start(&inst, &dir, &config, port, None);
+    let token = hub.login_and_start(&erin, password);
+    // The server (batchspawner-singleuser runs jupyterhub-singleuser in its own process), not
+    // `srun` and its helper, whose command lines name it too.
+    let pids: Vec<u32> = live_processes(erin.uid, "jupyterhub-singleuser")
+        .into_iter()
+        .filter(|&p| !hub::cmdline(p).starts_with("srun"))
+        .collect();
+    let cmdlines: Vec<String> = pids.iter().map(|&p| hub::cmdline(p)).collect();
+    assert_eq!(pids.len(), 1, "one server of {}: {cmdlines:?}\n{}", erin.name, slurm.logs());
+    let env = environ_of(pids[0]);
+    let rt = erin.runtime_dir();
+    assert_eq!(env_var(&env, "XDG_RUNTIME_DIR"), rt.to_str(), "the server's XDG_RUNTIME_DIR");
+    assert_eq!(env_var(&env, "PATH"), Some(slurm.path.as_str()), "the server's PATH is the config's");
+    assert!(env_var(&env, "SLURM_JOB_ID").is_some(), "the server runs in a Slurm job");
+    assert_eq!(jupyter_session_tests::owner_mode(&rt), Some((erin.uid, erin.gid, 0o700)));
+    eprintln!(
+        "batchspawner: server in its job with its session {:.1} s after the hub started",
+        started.elapsed().as_secs_f64()
+    );
+    hub.stop_server(&erin, &token);
+    slurm.wait_no_jobs(LIMIT);
+    let end = Instant::now() + LIMIT;
+    while rt.exists() {
+        assert!(Instant::now() < end, "{} still there after the server stopped\n{}", rt.display(), slurm.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(list_ids(&slurm).is_empty());
+    assert_idle(&slurm, "a SlurmSpawner server");
+    drop(hub);
 }
