@@ -125,6 +125,7 @@ impl Slurm {
                  Epilog={d}/epilog.sh\n\
                  TaskProlog={d}/taskprolog.sh\n\
                  SchedulerType=sched/builtin\n\
+                 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0\n\
                  SelectType=select/cons_tres\n\
                  SelectTypeParameters=CR_Core\n\
                  ReturnToService=2\n\
