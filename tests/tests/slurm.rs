@@ -327,11 +327,14 @@ fn batchspawner_slurm_spawner() {
     fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let mut config = hub::base_config(&inst, &dir, port, &login.name, &[&erin]);
+    // SLURM_CONF reaches sbatch (through `sudo -E`) and the job (`--export`) as a variable the
+    // spawner keeps; the one node is this host, reached at 127.0.0.1 whatever its name resolves to.
     config += &format!(
         "import os\n\
          os.environ['SLURM_CONF'] = {conf:?}\n\
          c.JupyterHub.spawner_class = 'batchspawner.SlurmSpawner'\n\
          c.Spawner.env_keep = ['SLURM_CONF']\n\
+         c.SlurmSpawner.state_exechost_exp = '127.0.0.1'\n\
          c.SlurmSpawner.batchspawner_singleuser_cmd = {bs:?}\n\
          c.Spawner.cmd = [{su:?}]\n",
         conf = slurm.conf.display().to_string(),
