@@ -316,14 +316,26 @@ impl Drop for Slurm {
             let _ = kill(Pid::from_raw(ctld.id() as i32), Signal::SIGKILL);
             let _ = ctld.wait();
         }
-        // The slurmstepds of this cluster's jobs: they carry its SLURM_CONF.
+        // What this cluster's slurmd started and is left: slurmstepds and their children (the
+        // extern step's `sleep`, root's), which carry its SLURM_CONF; then wait for them to go,
+        // so their cgroups can be removed.
         let ours = format!("SLURM_CONF={}", self.conf.display());
-        for pid in crate::hub::all_pids() {
-            if crate::hub::cmdline(pid).starts_with("slurmstepd")
-                && crate::environ_of(pid).iter().any(|(k, v)| format!("{k}={v}") == ours)
-            {
+        let left = || -> Vec<u32> {
+            crate::hub::all_pids()
+                .into_iter()
+                .filter(|&pid| crate::environ_of(pid).iter().any(|(k, v)| format!("{k}={v}") == ours))
+                .collect()
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = left();
+            if pids.is_empty() || Instant::now() > end {
+                break;
+            }
+            for pid in pids {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(pid) = self.munged.take() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
