@@ -271,11 +271,22 @@ fn slurm_recipe() {
     slurm.kill_slurmd();
     let stepds = slurm.stepds_of(job);
     assert!(!stepds.is_empty(), "job {job} has slurmstepds");
-    for pid in stepds.into_iter().chain(slurm.cgroup_pids(&slurm.job_cgroup(alice.uid, job))) {
+    let kill = |pid: u32| {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
-    }
+    };
+    stepds.into_iter().for_each(kill);
     alice.kill_processes();
-    assert!(slurm.cgroup_pids(&slurm.job_cgroup(alice.uid, job)).is_empty());
+    // SIGKILL is asynchronous: until every process has left the job's cgroup.
+    let end = Instant::now() + LIMIT;
+    loop {
+        let pids = slurm.cgroup_pids(&slurm.job_cgroup(alice.uid, job));
+        if pids.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < end, "processes {pids:?} stay in job {job}'s cgroup");
+        pids.into_iter().for_each(kill);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     slurm.start_slurmd();
     // Both jobs still allocated to the node, which answers again.
     slurm.wait_state("allocated", LIMIT);
