@@ -3,9 +3,10 @@
 //! of real users get their session and lose it when the last one ends, nothing an ordinary job
 //! does drains the node, and a session whose Epilog never ran is reaped by `gc`.
 //!
-//! One cluster for the whole file (starting one takes about a second, but the scenarios run one
-//! after another on purpose: each checks that the node is idle, i.e. not drained, at the end).
-//! Jobs wait for flag files the test writes, never for fixed times.
+//! One cluster per test, one test at a time (starting one takes about a second); in
+//! `slurm_recipe` the scenarios run one after another on one cluster on purpose: each checks that
+//! the node is idle, i.e. not drained, at its end. Jobs wait for flag files the test writes, never
+//! for fixed times.
 #![forbid(unsafe_code)]
 
 use std::fs;
