@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod env;
 mod exec;
 mod generate;
 mod manage;
@@ -54,6 +55,8 @@ enum Command {
     GenerateDocs(generate::DirArgs),
     /// Create the runtime dirs of linger_users and service_users without a session, e.g. at boot (run as root)
     Ensure(manage::EnsureArgs),
+    /// Print the caller's session environment as `export NAME=value` lines, for a Slurm TaskProlog (run as the user)
+    Env(env::Args),
 }
 
 /// Usage errors exit 125, like every other failure of jupyter-session
@@ -83,6 +86,7 @@ fn main() {
         Command::GenerateConfig(args) => generate::config(args),
         Command::GenerateDocs(args) => generate::docs(args),
         Command::Ensure(args) => manage::ensure(args),
+        Command::Env(args) => env::run(args),
     };
     std::process::exit(code);
 }

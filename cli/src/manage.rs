@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use session_lib::binding::Binding;
 use session_lib::config::Config;
-use session_lib::registry::{self, Record};
-use session_lib::session::{GcScope, Holder, Sessions};
+use session_lib::registry::{self, Record, RegistryError};
+use session_lib::session::{GcScope, SessionError, Sessions};
 use session_lib::user::UserInfo;
 
 #[derive(clap::Args)]
@@ -24,9 +25,21 @@ pub struct OpenArgs {
     /// The user the session is for
     #[arg(long)]
     user: String,
-    /// The session's id, e.g. slurm-$SLURM_JOB_ID; ends only by `close --id` or `gc --older-than`
+    /// The session's id, e.g. slurm-$SLURM_JOB_ID. Opening an id already open for the same user is no error
     #[arg(long)]
     id: String,
+    /// End the session when this cgroup directory is gone (e.g. the Slurm job's cgroup): `gc` reaps it
+    #[arg(long, value_name = "PATH", conflicts_with = "bind_pid")]
+    bind_cgroup: Option<PathBuf>,
+    /// How long the --bind-cgroup directory may take to appear (Slurm makes it after the Prolog)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m", requires = "bind_cgroup")]
+    appear_within: u64,
+    /// End the session when this process exits (e.g. the job's slurmstepd): `gc` reaps it
+    #[arg(long, value_name = "PID")]
+    bind_pid: Option<u32>,
+    /// Exit 0 (saying so) for a user jupyter-session does not manage (root, uid below min_uid), as a Slurm Prolog must
+    #[arg(long)]
+    unmanaged_ok: bool,
     /// Recorded as the session's service
     #[arg(long, default_value = "jupyter-session")]
     service: String,
@@ -44,6 +57,9 @@ pub struct CloseArgs {
     /// The id given to `open --id`
     #[arg(long)]
     id: String,
+    /// Exit 0 (saying so) when no session has this id, as a Slurm Epilog must (a job that never opened one)
+    #[arg(long)]
+    missing_ok: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -130,23 +146,42 @@ pub fn open(args: OpenArgs) -> i32 {
         Err(e) => return fail(e),
     };
     if let Err(why) = sessions.config.manages(&user) {
+        let msg = format!("{} (uid {}) {why}: no session is managed for it", user.name, user.uid);
+        if args.unmanaged_ok {
+            eprintln!("jupyter-session: {msg}; nothing to do (--unmanaged-ok)");
+            return 0;
+        }
         return fail(format!(
-            "{} (uid {}) {why}: no session is managed for it (a service account goes on service_users)",
-            user.name, user.uid
+            "{msg} (a service account goes on service_users; pass --unmanaged-ok to make this no error, as in a \
+             Slurm Prolog)"
         ));
     }
-    match sessions.open(&user, &args.service, Holder::Id(args.id.clone())) {
+    let binding = match (&args.bind_cgroup, args.bind_pid) {
+        (Some(path), _) => Binding::cgroup(path, args.appear_within).map(Some),
+        (None, Some(pid)) => Binding::process(pid).map(Some),
+        (None, None) => Ok(None),
+    };
+    let binding = match binding {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    match sessions.open_id(&user, &args.service, &args.id, binding.clone()) {
         Ok(opened) => {
             for warning in &opened.warnings {
                 eprintln!("jupyter-session: warning: {warning}");
             }
+            for note in &opened.notes {
+                eprintln!("jupyter-session: {note}");
+            }
+            let again = if opened.reopened { " again (it was already open for this user)" } else { "" };
+            let bound = binding.map(|b| format!(", bound to {b}")).unwrap_or_default();
             if args.print_env {
                 for (name, value) in &opened.env {
                     println!("export {name}={}", shell_quote(value));
                 }
             } else {
                 eprintln!(
-                    "jupyter-session: opened session {} for {} (uid {}), XDG_RUNTIME_DIR={}",
+                    "jupyter-session: opened session {}{again} for {} (uid {}){bound}, XDG_RUNTIME_DIR={}",
                     args.id,
                     user.name,
                     user.uid,
@@ -170,6 +205,10 @@ pub fn close(args: CloseArgs) -> i32 {
             eprintln!("jupyter-session: closed session {} of {} (uid {}); {dir}", args.id, record.user, record.uid);
             0
         }
+        Err(SessionError::Registry(RegistryError::UnknownId(id))) if args.missing_ok => {
+            eprintln!("jupyter-session: no open session has id '{id}': nothing to close (--missing-ok)");
+            0
+        }
         Err(e) => fail(e),
     }
 }
@@ -185,6 +224,8 @@ struct Row<'a> {
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bound: Option<&'a Binding>,
     alive: bool,
 }
 
@@ -197,6 +238,7 @@ impl<'a> From<&'a Record> for Row<'a> {
             since: r.since,
             pid: r.pid,
             id: r.id.as_deref(),
+            bound: r.bound.as_ref(),
             alive: r.alive(),
         }
     }
@@ -273,7 +315,12 @@ pub fn gc(args: GcArgs) -> i32 {
                 );
             }
             for r in &report.reaped {
-                println!("reaped stale session of {} (uid {}, pid {:?})", r.user, r.uid, r.pid);
+                match (&r.id, r.pid, &r.bound) {
+                    (Some(id), _, Some(b)) => {
+                        println!("reaped session {id} of {} (uid {}): its {b} is gone", r.user, r.uid)
+                    }
+                    _ => println!("reaped stale session of {} (uid {}, pid {:?})", r.user, r.uid, r.pid),
+                }
             }
             for r in &report.expired {
                 println!("closed expired session {} of {} (uid {})", r.id.as_deref().unwrap_or("?"), r.user, r.uid);

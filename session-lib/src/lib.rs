@@ -16,6 +16,7 @@
 
 pub mod agreement;
 pub mod as_user;
+pub mod binding;
 pub mod check;
 pub mod config;
 pub mod config_doc;

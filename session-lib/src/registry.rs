@@ -32,6 +32,7 @@ use nix::sys::stat::{Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 
+use crate::binding::Binding;
 use crate::procfs::ProcessId;
 use crate::runtime_dir::Created;
 use crate::trust::{TrustError, Want, open_trusted};
@@ -58,6 +59,10 @@ pub struct Record {
     /// The explicit id, for sessions not bound to a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// What an id session stands for (a job's cgroup, a process): it ends
+    /// when that is gone. None: alive until closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Binding>,
 }
 
 impl Record {
@@ -71,6 +76,7 @@ impl Record {
             pid: None,
             start_time: None,
             id: None,
+            bound: None,
         }
     }
 
@@ -88,12 +94,19 @@ impl Record {
         Some(ProcessId { pid: self.pid?, start_time: self.start_time? })
     }
 
+    /// The same record bound to `binding` (id sessions).
+    pub fn bound_to(self, binding: Option<Binding>) -> Record {
+        Record { bound: binding, ..self }
+    }
+
     /// A process-bound session is alive while its very process runs; an
-    /// id session is alive until closed.
+    /// id session while what it is bound to is there, or until closed if
+    /// it is bound to nothing.
     pub fn alive(&self) -> bool {
-        match self.process() {
-            Some(p) => p.alive(),
-            None => self.id.is_some(),
+        match (self.process(), &self.bound) {
+            (Some(p), _) => p.alive(),
+            (None, Some(binding)) => self.id.is_some() && binding.alive(),
+            (None, None) => self.id.is_some(),
         }
     }
 }
@@ -487,6 +500,11 @@ impl UserSessions {
             if Some(&entry.key) == closed_key.as_ref() {
                 self.remove(&entry.key)?;
             } else if entry.record.alive() {
+                let seen = entry.record.bound.as_ref().and_then(Binding::seen);
+                let entry = match seen {
+                    Some(binding) => self.rebind(entry, binding)?,
+                    None => entry,
+                };
                 out.live.push(entry);
             } else {
                 self.remove(&entry.key)?;
@@ -500,9 +518,51 @@ impl UserSessions {
         Ok(out)
     }
 
+    /// Record what a live session is bound to anew (see [`Binding::seen`]).
+    fn rebind(&self, entry: Entry, binding: Binding) -> Result<Entry, RegistryError> {
+        let record = entry.record.bound_to(Some(binding));
+        let name = format!("{}.json", entry.key);
+        let json = serde_json::to_vec(&record).map_err(|e| RegistryError::Io {
+            path: self.path.join(&name),
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        self.replace(&name, &json)?;
+        Ok(Entry { key: entry.key, record })
+    }
+
     /// Live records (call [`reap_stale`](Self::reap_stale) first to drop the rest).
     pub fn live(&self) -> Result<Vec<Entry>, RegistryError> {
         Ok(self.scan()?.0.into_iter().filter(|e| e.record.alive()).collect())
+    }
+
+    /// Open an id session again (the same user, e.g. a Slurm Prolog run
+    /// twice for one job): if the live record `id-ID` is there, replace it
+    /// with `record` (keeping when it opened) and return its key; `None`
+    /// if there is no such record.
+    pub fn reopen_id(&self, record: &Record) -> Result<Option<String>, RegistryError> {
+        let Some(id) = &record.id else { return Ok(None) };
+        if !valid_id(id) {
+            return Err(RegistryError::InvalidId(id.clone()));
+        }
+        let key = format!("id-{id}");
+        let name = format!("{key}.json");
+        let Some(old) = read_at(&self.dir, &name).and_then(|b| Record::parse(&b, self.uid)) else { return Ok(None) };
+        if !old.alive() {
+            return Ok(None);
+        }
+        let owner = read_at(&self.ids, id).and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u32>().ok());
+        if owner != Some(self.uid) {
+            return Ok(None);
+        }
+        let new = Record { since: old.since, ..record.clone() };
+        let json = serde_json::to_vec(&new).map_err(|e| RegistryError::Io {
+            path: self.path.join(&name),
+            op: "encode",
+            reason: e.to_string(),
+        })?;
+        self.replace(&name, &json)?;
+        Ok(Some(key))
     }
 
     /// Add a record; returns its key.

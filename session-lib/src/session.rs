@@ -10,6 +10,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::binding::Binding;
 use crate::config::Config;
 use crate::liveness::{self, Liveness};
 use crate::logind::Logind;
@@ -103,6 +104,9 @@ pub struct Opened {
     pub notes: Vec<String>,
     /// Worth a warning whatever `debug` says (a tmpfs refused: plain dir).
     pub warnings: Vec<String>,
+    /// An id session that was already open for this user: opened again
+    /// (its binding replaced), not added.
+    pub reopened: bool,
 }
 
 /// What happened to the runtime dir when a session closed.
@@ -230,6 +234,52 @@ impl Sessions {
     /// prepare the runtime dir, register. Nothing is left half-done: if
     /// registering fails, a dir made by this call is removed again.
     pub fn open(&self, user: &UserInfo, service: &str, holder: Holder) -> Result<Opened, SessionError> {
+        let record = match &holder {
+            Holder::Process(p) => Record::for_process(user.uid, &user.name, service, *p),
+            Holder::Id(id) => Record::with_id(user.uid, &user.name, service, id),
+        };
+        self.open_record(user, record)
+    }
+
+    /// Open the id session `id` of `user`, bound to `binding` (see
+    /// [`crate::binding`]). Opening an id that is open for the same user
+    /// again is no error: the record stays (with the new binding). An id
+    /// another user holds is refused, unless that session is stale (what
+    /// it was bound to is gone, e.g. a Slurm job id reused after a job whose
+    /// Epilog never ran): then it is reaped first.
+    pub fn open_id(
+        &self,
+        user: &UserInfo,
+        service: &str,
+        id: &str,
+        binding: Option<Binding>,
+    ) -> Result<Opened, SessionError> {
+        if !crate::registry::valid_id(id) {
+            return Err(RegistryError::InvalidId(id.to_string()).into());
+        }
+        let mut notes = Vec::new();
+        if let Some(other) = self.registry.uid_of_id(id)?
+            && other != user.uid
+        {
+            // Never two users' locks at once: this one is dropped before ours is taken.
+            let theirs = self.registry.lock_user(other)?;
+            let pass = theirs.reap_stale()?;
+            if !pass.reaped.is_empty() {
+                let name = UserInfo::by_uid(other).map(|u| u.name).unwrap_or_default();
+                let fate = self.settle(&theirs, pass.live.len(), &name);
+                notes.push(format!(
+                    "reaped the stale session {id} of uid {other} (what it was bound to is gone); {fate}"
+                ));
+            }
+        }
+        let record = Record::with_id(user.uid, &user.name, service, id).bound_to(binding);
+        let mut opened = self.open_record(user, record)?;
+        notes.append(&mut opened.notes);
+        opened.notes = notes;
+        Ok(opened)
+    }
+
+    fn open_record(&self, user: &UserInfo, record: Record) -> Result<Opened, SessionError> {
         let sessions = self.registry.lock_user(user.uid)?;
         let mut notes = Vec::new();
         let reaped = sessions.reap_stale()?;
@@ -273,11 +323,12 @@ impl Sessions {
                 return Err(e.into());
             }
         }
-        let record = match &holder {
-            Holder::Process(p) => Record::for_process(user.uid, &user.name, service, *p),
-            Holder::Id(id) => Record::with_id(user.uid, &user.name, service, id),
+        let (added, reopened) = match sessions.reopen_id(&record) {
+            Ok(Some(key)) => (Ok(key), true),
+            Ok(None) => (sessions.add(&record), false),
+            Err(e) => (Err(e), false),
         };
-        let key = match sessions.add(&record) {
+        let key = match added {
             Ok(key) => key,
             Err(e) => {
                 if prepared.created.is_some() {
@@ -288,7 +339,7 @@ impl Sessions {
             }
         };
         let env = session_env(&self.config, Some(&prepared.path));
-        Ok(Opened { key, runtime_dir: prepared.path, env, notes, warnings: prepared.warnings })
+        Ok(Opened { key, runtime_dir: prepared.path, env, notes, warnings: prepared.warnings, reopened })
     }
 
     /// Close the session kept by `process` (`key` if the handle remembers

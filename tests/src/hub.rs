@@ -142,6 +142,21 @@ pub fn make_skeleton_image(rootfs: &Path, tar: &Path) {
     run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 
+/// A one-binary image for rootless podman (no registry is reachable): busybox, `id`, `sh`.
+pub fn make_busybox_image(rootfs: &Path, tar: &Path) {
+    let _ = fs::remove_dir_all(rootfs);
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    let busybox = crate::which("busybox").expect("busybox");
+    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "id", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
+}
+
 /// Config common to every hub: loopback ports, the local proxy, PAM login with `service`.
 pub fn base_config(inst: &Installed, dir: &Path, port: u16, service: &str, users: &[&TestUser]) -> String {
     let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();

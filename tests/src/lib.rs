@@ -7,6 +7,7 @@
 
 pub mod hub;
 pub mod lab;
+pub mod slurm;
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;

@@ -56,11 +56,18 @@ fn slurm_style_lifecycle() {
     assert!(env.contains("export PATH='/usr/local/bin:/usr/bin:/bin'"), "{env}");
     assert_eq!(owner_mode(&alice.runtime_dir()), Some((alice.uid, alice.gid, 0o700)));
 
-    // The same id again: refused, nothing changed.
+    // The same id again for the same user (a Prolog run twice): no error, still one session.
     let o = cli.run(&["open", "--user", &alice.name, "--id", &id]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("again (it was already open for this user)"), "{}", out(&o));
+    assert_eq!(cli.state.records(alice.uid), 1);
+    // For another user: refused, nothing changed.
+    let bob = TestUser::create("jsm");
+    let o = cli.run(&["open", "--user", &bob.name, "--id", &id]);
     assert_eq!(o.status.code(), Some(125));
     assert!(out(&o).contains(&format!("a session with id '{id}' is already open")), "{}", out(&o));
-    assert_eq!(cli.state.records(alice.uid), 1);
+    assert_eq!((cli.state.records(alice.uid), cli.state.records(bob.uid)), (1, 0));
+    assert!(!bob.runtime_dir().exists(), "the refused open left no dir");
 
     // list, as text and JSON.
     let o = cli.run(&["list"]);
@@ -147,4 +154,75 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(o.status.code(), Some(125));
     assert!(out(&o).contains("unknown setting 'linger'") && out(&o).contains("line 2"), "{}", out(&o));
     std::fs::remove_file(&broken).unwrap();
+}
+
+/// `Command` for the built CLI as `user` (setpriv, no root).
+fn as_user(user: &TestUser) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--init-groups"]).arg(cli_path());
+    c
+}
+
+#[test]
+fn slurm_safe_open_close_bindings_and_env() {
+    if !require_root("slurm_safe_open_close_bindings_and_env", &["setpriv", "sleep"]) {
+        return;
+    }
+    let cli = Cli::new();
+    let dave = TestUser::create("jsq");
+
+    // Unmanaged users and unknown ids: exit 0 when told to, saying so; nothing made.
+    let o = cli.run(&["open", "--user", "root", "--id", "r1", "--unmanaged-ok"]);
+    assert!(o.status.success() && out(&o).contains("nothing to do (--unmanaged-ok)"), "{}", out(&o));
+    assert!(!std::path::Path::new("/run/user/0").exists());
+    let o = cli.run(&["open", "--user", "root", "--id", "r1"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(out(&o).contains("pass --unmanaged-ok"), "{}", out(&o));
+    let o = cli.run(&["close", "--id", "r1", "--missing-ok"]);
+    assert!(o.status.success() && out(&o).contains("nothing to close (--missing-ok)"), "{}", out(&o));
+
+    // Bound to a process: alive while it runs, reaped by plain gc (no age limit) once it is gone.
+    let mut job = Command::new("sleep").arg("60").spawn().unwrap();
+    let o = cli.run(&["open", "--user", &dave.name, "--id", "j1", "--bind-pid", &job.id().to_string()]);
+    assert!(o.status.success() && out(&o).contains(&format!("bound to process {}", job.id())), "{}", out(&o));
+    let o = cli.run(&["gc"]);
+    assert!(o.status.success() && !out(&o).contains("reaped"), "{}", out(&o));
+    assert_eq!(cli.state.records(dave.uid), 1);
+
+    // `env` as the user: unquoted lines, the dir and PATH; the same as root gives nothing.
+    let o = run(as_user(&dave).args(["env", "--config"]).arg(&cli.config));
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("export XDG_RUNTIME_DIR=/run/user/{}\nexport PATH=/usr/local/bin:/usr/bin:/bin\n", dave.uid)
+    );
+    let o = cli.run(&["env"]);
+    assert!(o.status.success() && o.stdout.is_empty(), "root: {}", out(&o));
+
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let o = cli.run(&["gc"]);
+    assert!(out(&o).contains(&format!("reaped session j1 of {}", dave.name)), "{}", out(&o));
+    assert!(!dave.runtime_dir().exists(), "gc removed the dir: {}", out(&o));
+    assert_eq!(cli.state.records(dave.uid), 0);
+
+    // No dir: `env` exports PATH only, and says why.
+    let o = run(as_user(&dave).args(["env", "--config"]).arg(&cli.config));
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "export PATH=/usr/local/bin:/usr/bin:/bin\n");
+    assert!(out(&o).contains("no XDG_RUNTIME_DIR exported"), "{}", out(&o));
+
+    // Bad bindings are refused, naming what to give.
+    for (args, expected) in [
+        (vec!["--bind-cgroup", "/etc"], "is not below /sys/fs/cgroup"),
+        (vec!["--bind-cgroup", "/sys/fs/cgroup/../etc"], "without '.' or '..'"),
+        (vec!["--bind-pid", "999999999"], "no such process runs"),
+    ] {
+        let mut all = vec!["open", "--user", &dave.name, "--id", "j2"];
+        all.extend(args);
+        let o = cli.run(&all);
+        assert_eq!(o.status.code(), Some(125), "{all:?}");
+        assert!(out(&o).contains(expected), "{all:?}: {}", out(&o));
+    }
+    assert!(!dave.runtime_dir().exists());
 }
