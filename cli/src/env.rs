@@ -13,6 +13,12 @@ use session_lib::runtime_dir::RuntimeDirs;
 use session_lib::session_env::session_env;
 
 #[derive(clap::Args)]
+#[command(after_help = "Prints nothing (and exits 0) for root and users the config does not manage; \
+XDG_RUNTIME_DIR only for a dir that exists and is the caller's (0700). Exit 125 for a value Slurm cannot \
+carry (a newline) or a broken config.
+
+Example (Slurm's TaskProlog, as the job's user; etc/slurm/taskprolog.sh):
+  jupyter-session env")]
 pub struct Args {
     /// Config file (default /etc/security/jupyter-session.toml if it exists)
     #[arg(long, value_name = "PATH")]

@@ -120,13 +120,16 @@ fn real_install_then_the_quick_start_command() {
         "/usr/local/lib/jupyter-session/jupyter-session-podman-service",
         "/usr/local/lib/jupyter-session/jupyter-session-podman-loop",
         "/usr/local/lib/systemd/system/jupyter-session-podman@.service",
+        "/usr/local/share/jupyter-session/slurm/prolog.sh",
+        "/usr/local/share/jupyter-session/slurm/epilog.sh",
+        "/usr/local/share/jupyter-session/slurm/taskprolog.sh",
     ]
     .iter()
     .map(PathBuf::from)
     .collect();
     installed.push(module_dir().join("pam_jupyter.so"));
     installed.push(module_dir().parent().unwrap().join("libsubid_jupyter.so"));
-    for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc", "-ensure"] {
+    for page in ["", "-exec", "-check", "-open", "-close", "-list", "-gc", "-ensure", "-env"] {
         installed.push(PathBuf::from(format!("/usr/local/share/man/man1/jupyter-session{page}.1")));
     }
     let _restore: Vec<Restore> = installed.iter().cloned().map(Restore::save).collect();
