@@ -104,6 +104,8 @@ impl PamHooks for Module {
         let Some((config, file)) = load_config(pamh, &args) else { return PamResultCode::PAM_SESSION_ERR };
         let sessions = Sessions::new(&config);
         let (code, outcome) = match session::open_session(&mut Host { pamh }, &sessions) {
+            // The earlier line's report to the keeper stands.
+            OpenOutcome::AlreadyOpen(_) => return PamResultCode::PAM_IGNORE,
             OpenOutcome::Opened => (PamResultCode::PAM_SUCCESS, Outcome::Opened),
             OpenOutcome::NotApplicable(_) => (PamResultCode::PAM_IGNORE, Outcome::Ignored),
             OpenOutcome::UserUnknown(_) => (PamResultCode::PAM_USER_UNKNOWN, Outcome::Refused),

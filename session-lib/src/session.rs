@@ -41,6 +41,16 @@ pub trait PamHost {
     /// Keep the registry key from open to close on this handle (`pam_set_data`).
     fn remember_key(&mut self, key: &str);
     fn recalled_key(&self) -> Option<String>;
+    /// This handle's session is closed: a later pam_jupyter line of the same
+    /// stack must not close it again (an empty key, see [`recalled_key`]).
+    fn forget_key(&mut self) {
+        self.remember_key("");
+    }
+}
+
+/// The key of a session this handle opened and has not closed yet.
+fn open_key(host: &dyn PamHost) -> Option<String> {
+    host.recalled_key().filter(|k| !k.is_empty())
 }
 
 /// Who keeps a session open.
@@ -651,6 +661,10 @@ pub enum OpenOutcome {
     Opened,
     /// Not for us (root, a uid below min_uid): PAM_IGNORE.
     NotApplicable(String),
+    /// An earlier pam_jupyter line of the same stack opened this handle's
+    /// session already (the module in both /etc/pam.d/jupyterhub and
+    /// common-session): PAM_IGNORE, and nothing more is done.
+    AlreadyOpen(String),
     UserUnknown(String),
     Refused(String),
 }
@@ -699,6 +713,15 @@ pub fn open_session(host: &mut dyn PamHost, sessions: &Sessions) -> OpenOutcome 
         }
     };
     let service = host.service();
+    if open_key(host).is_some() {
+        let msg = format!(
+            "session of {} already opened on this PAM handle by an earlier pam_jupyter line of the {service} stack \
+             (the module is listed twice, e.g. also in common-session): nothing more to do",
+            user.name
+        );
+        host.log(LogLevel::Info, &msg);
+        return OpenOutcome::AlreadyOpen(msg);
+    }
     let Some(me) = ProcessId::current() else {
         let msg = SessionError::NoProcess.to_string();
         host.log(LogLevel::Error, &msg);
@@ -792,9 +815,21 @@ pub fn close_session_as(host: &mut dyn PamHost, sessions: &Sessions, euid: u32) 
     let Some(me) = ProcessId::current() else {
         return CloseOutcome::Failed(SessionError::NoProcess.to_string());
     };
-    let key = host.recalled_key();
+    let recalled = host.recalled_key();
+    if recalled.as_deref() == Some("") {
+        let msg = format!(
+            "session of {} already closed on this PAM handle by an earlier pam_jupyter line of the stack",
+            user.name
+        );
+        if config.debug {
+            host.log(LogLevel::Debug, &msg);
+        }
+        return CloseOutcome::NotApplicable(msg);
+    }
+    let key = recalled;
     match sessions.close_process(&user, me, key.as_deref()) {
         Ok(closed) => {
+            host.forget_key();
             if config.debug {
                 for note in &closed.notes {
                     host.log(LogLevel::Debug, note);

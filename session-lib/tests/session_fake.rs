@@ -163,14 +163,17 @@ impl Root {
         vec![
             Call::User(Ok(self.user.name.clone())),
             Call::Service("fake-svc".into()),
+            Call::RecalledKey,
             Call::RememberKey,
             Call::Putenv("XDG_RUNTIME_DIR".into(), dir, Ok(())),
             Call::Putenv("PATH".into(), session_lib::config::DEFAULT_PATH.into(), Ok(())),
         ]
     }
 
+    /// The calls of a close that finds this handle's session: user, key, then
+    /// the key forgotten (so a second pam_jupyter line does nothing).
     fn close_calls(&self) -> Vec<Call> {
-        vec![Call::User(Ok(self.user.name.clone())), Call::RecalledKey]
+        vec![Call::User(Ok(self.user.name.clone())), Call::RecalledKey, Call::RememberKey]
     }
 }
 
@@ -401,4 +404,33 @@ fn an_unprivileged_close_does_nothing_and_gc_user_settles_it() {
 #[should_panic(expected = "did not make these expected host calls")]
 fn the_fake_fails_when_calls_are_left_over() {
     let _host = FakeHost::expect([Call::Service("never asked".into())]);
+}
+
+#[test]
+fn pam_jupyter_twice_in_one_stack_opens_and_closes_one_session() {
+    // /etc/pam.d/jupyterhub's own line plus `pam-auth-update --enable
+    // jupyter-session`'s line in common-session: two pam_jupyter hooks on
+    // one handle. The second open and the second close do nothing.
+    let r = Root::new("twice", |_| {});
+    let mut host = FakeHost::expect(r.open_calls());
+    assert_eq!(session::open_session(&mut host, &r.sessions), OpenOutcome::Opened, "{:?}", host.logs);
+    host.then([Call::User(Ok(r.user.name.clone())), Call::Service("fake-svc".into()), Call::RecalledKey]);
+    let second = session::open_session(&mut host, &r.sessions);
+    assert!(matches!(&second, OpenOutcome::AlreadyOpen(m) if m.contains("listed twice")), "{second:?}");
+    assert_eq!(r.records(), 1, "one session, not two");
+
+    host.then(r.close_calls());
+    assert_eq!(session::close_session(&mut host, &r.sessions), CloseOutcome::Closed, "{:?}", host.logs);
+    assert_eq!(r.records(), 0);
+    assert!(!r.runtime_dir().exists(), "the last close removed the dir");
+    host.then([Call::User(Ok(r.user.name.clone())), Call::RecalledKey]);
+    let again = session::close_session(&mut host, &r.sessions);
+    assert!(matches!(&again, CloseOutcome::NotApplicable(m) if m.contains("already closed")), "{again:?}");
+    assert!(host.logged(LogLevel::Error).is_empty() && host.logged(LogLevel::Warning).is_empty(), "{:?}", host.logs);
+
+    // The handle can open a new session after its close.
+    host.then(r.open_calls());
+    assert_eq!(session::open_session(&mut host, &r.sessions), OpenOutcome::Opened, "{:?}", host.logs);
+    host.then(r.close_calls());
+    assert_eq!(session::close_session(&mut host, &r.sessions), CloseOutcome::Closed);
 }
