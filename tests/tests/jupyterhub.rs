@@ -438,10 +438,12 @@ fn profiles_spawner_session_profile_and_stock_negative_control() {
     let dave = login_user("jhd");
     let port = free_port();
     let mut config = hub::base_config(inst, &dir, port, &service.name, &[&carol, &dave]);
+    // The keeper reads the config file pam_jupyter in the test's service reads.
     let session_profile = format!(
-        "{{'jupyter_session_path': {:?}, 'pam_service': {:?}}}",
+        "{{'jupyter_session_path': {:?}, 'pam_service': {:?}, 'config_file': {:?}}}",
         cli_path().display().to_string(),
-        service.name
+        service.name,
+        dir.join("jupyter-session.toml").display().to_string()
     );
     writeln!(config, "c.JupyterHub.spawner_class = 'wrapspawner.ProfilesSpawner'").unwrap();
     writeln!(config, "c.ProfilesSpawner.profiles = [").unwrap();

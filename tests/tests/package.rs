@@ -100,8 +100,13 @@ fn deb_installs_into_a_fresh_root_runs_the_quick_start_and_purges_clean() {
         .collect();
     for want in [
         "/usr/lib/x86_64-linux-gnu/security/pam_jupyter.so",
+        "/usr/lib/x86_64-linux-gnu/libsubid_jupyter.so",
         "/usr/bin/jupyter-session",
         "/etc/pam.d/jupyterhub",
+        "/etc/pam.d/jupyterhub-unit",
+        "/usr/lib/jupyter-session/jupyter-session-podman-service",
+        "/usr/lib/systemd/system/jupyter-session-podman@.service",
+        "/usr/share/jupyter-session/slurm/prolog.sh",
         "/etc/security/jupyter-session.toml",
         "/usr/share/pam-configs/jupyter-session",
         "/usr/share/man/man8/pam_jupyter.8.gz",
@@ -120,7 +125,7 @@ fn deb_installs_into_a_fresh_root_runs_the_quick_start_and_purges_clean() {
     let conffiles =
         String::from_utf8_lossy(&run_ok(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles")).stdout)
             .into_owned();
-    assert_eq!(conffiles, "/etc/pam.d/jupyterhub\n/etc/security/jupyter-session.toml\n");
+    assert_eq!(conffiles, "/etc/pam.d/jupyterhub\n/etc/pam.d/jupyterhub-unit\n/etc/security/jupyter-session.toml\n");
 
     let root = Chroot::debootstrap();
     root.sh("useradd -m alice");
@@ -168,6 +173,15 @@ fn deb_installs_into_a_fresh_root_runs_the_quick_start_and_purges_clean() {
     // (jupyterhub and common-session): still one correct session.
     let out = root.sh(session_cmd);
     assert!(out.contains(&format!("/run/user/{uid}")), "{out}");
+    let left = root.sh("jupyter-session list");
+    assert!(!left.contains("alice"), "the doubled module left a record behind:\n{left}");
+    root.sh(&format!("test ! -e /run/user/{uid}"));
+    // Helpers and units name the packaged binaries, not install.sh's /usr/local.
+    let helpers = root.sh(
+        "cat /usr/lib/jupyter-session/jupyter-session-podman-loop /usr/lib/systemd/system/jupyter-session-podman@.service \
+         /usr/share/jupyter-session/slurm/prolog.sh",
+    );
+    assert!(helpers.contains("/usr/bin/jupyter-session") && !helpers.contains("/usr/local/"), "{helpers}");
 
     // Purge: the profile leaves common-session, every file goes.
     root.sh("apt-get purge -y -q jupyter-session </dev/null");
@@ -191,7 +205,9 @@ fn rpm_has_the_rhel_layout_and_conffiles() {
     let files = lines(&run_ok(Command::new("rpm").arg("-qlp").arg(&rpm)));
     for want in [
         "/usr/lib64/security/pam_jupyter.so",
+        "/usr/lib64/libsubid_jupyter.so",
         "/usr/bin/jupyter-session",
+        "/usr/lib/jupyter-session/jupyter-session-podman-loop",
         "/etc/pam.d/jupyterhub",
         "/etc/security/jupyter-session.toml",
         "/usr/share/man/man8/pam_jupyter.8.gz",
@@ -208,7 +224,10 @@ fn rpm_has_the_rhel_layout_and_conffiles() {
     assert!(!files.iter().any(|f| f.contains("pam-configs") || f.contains("x86_64-linux-gnu")), "{files:#?}");
     let config = lines(&run_ok(Command::new("rpm").arg("-qcp").arg(&rpm)));
     let want: BTreeSet<String> =
-        ["/etc/pam.d/jupyterhub", "/etc/security/jupyter-session.toml"].iter().map(|s| s.to_string()).collect();
+        ["/etc/pam.d/jupyterhub", "/etc/pam.d/jupyterhub-unit", "/etc/security/jupyter-session.toml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     assert_eq!(config, want);
     let info = String::from_utf8_lossy(&run_ok(Command::new("rpm").arg("-qip").arg(&rpm)).stdout).into_owned();
     let version = env!("CARGO_PKG_VERSION");
