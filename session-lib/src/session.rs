@@ -306,32 +306,10 @@ impl Sessions {
         if self.adopt_pending_dir(&sessions) && reaped.live.is_empty() {
             let _ = self.settle(&sessions, 0, &user.name);
         }
-        // Say we are about to make it: a SIGKILL between mkdir and recording
-        // the new dir must not leave a dir nobody knows is ours.
-        let absent = std::fs::symlink_metadata(self.dirs.path_for(user.uid))
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
-        if absent {
-            sessions.mark_runtime_dir_pending()?;
-        }
-        let prepared = match self.dirs.ensure(user.uid, user.gid) {
-            Ok(p) => p,
-            Err(e) => {
-                if absent {
-                    let _ = sessions.set_runtime_dir_marker(None);
-                }
-                return Err(e.into());
-            }
-        };
-        if absent && prepared.created.is_none() {
-            let _ = sessions.set_runtime_dir_marker(None);
-        }
+        let prepared = self.prepare_recorded_dir(&sessions, user)?;
         notes.extend(prepared.notes.iter().cloned());
-        if let Some(created) = &prepared.created {
+        if prepared.created.is_some() {
             notes.push(format!("created {}", prepared.path.display()));
-            if let Err(e) = sessions.set_runtime_dir_marker(Some(created)) {
-                let _ = self.dirs.remove(user.uid, created);
-                return Err(e.into());
-            }
         }
         let (added, reopened) = match sessions.reopen_id(&record) {
             Ok(Some(key)) => (Ok(key), true),
@@ -501,6 +479,19 @@ impl Sessions {
         }
         let sessions = self.registry.lock_user(user.uid)?;
         self.adopt_pending_dir(&sessions);
+        let prepared = self.prepare_recorded_dir(&sessions, user)?;
+        Ok(Ensured { path: prepared.path, created: prepared.created.is_some(), warnings: prepared.warnings })
+    }
+
+    /// Make sure `user`'s runtime dir is there, recording a dir this call
+    /// creates as ours. A "pending" marker goes down before the mkdir, so a
+    /// SIGKILL between mkdir and recording the new dir cannot leave a dir
+    /// nobody knows is ours; a dir that cannot be recorded is removed again.
+    fn prepare_recorded_dir(
+        &self,
+        sessions: &UserSessions,
+        user: &UserInfo,
+    ) -> Result<crate::runtime_dir::Prepared, SessionError> {
         let absent = std::fs::symlink_metadata(self.dirs.path_for(user.uid))
             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
         if absent {
@@ -515,16 +506,19 @@ impl Sessions {
                 return Err(e.into());
             }
         };
-        if absent && prepared.created.is_none() {
-            let _ = sessions.set_runtime_dir_marker(None);
+        match &prepared.created {
+            None if absent => {
+                let _ = sessions.set_runtime_dir_marker(None);
+            }
+            None => {}
+            Some(created) => {
+                if let Err(e) = sessions.set_runtime_dir_marker(Some(created)) {
+                    let _ = self.dirs.remove(user.uid, created);
+                    return Err(e.into());
+                }
+            }
         }
-        if let Some(created) = &prepared.created
-            && let Err(e) = sessions.set_runtime_dir_marker(Some(created))
-        {
-            let _ = self.dirs.remove(user.uid, created);
-            return Err(e.into());
-        }
-        Ok(Ensured { path: prepared.path, created: prepared.created.is_some(), warnings: prepared.warnings })
+        Ok(prepared)
     }
 
     /// A "pending" marker (an open killed while making the runtime dir)
