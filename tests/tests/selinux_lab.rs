@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use jupyter_session_tests::hub::{self, repo_dir};
 use jupyter_session_tests::{require_root, run, stdout_and_stderr, target_dir};
+use nix::fcntl::{Flock, FlockArg};
 
 /// The lab's cache and work dir (base tree, image, shares).
 const LAB: &str = "/var/tmp/selinux-lab";
@@ -62,6 +63,10 @@ fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
 
 fn boot_once() -> Result<PathBuf, String> {
     let lab_dir = repo_dir().join("tests/selinux-lab");
+    // One lab build at a time on this machine (the base tree and the image are shared).
+    fs::create_dir_all(LAB).unwrap();
+    let lock = fs::File::options().create(true).truncate(false).write(true).open(Path::new(LAB).join(".lock")).unwrap();
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     let inst = hub::install(HUB_ROOT, PYTHON_PACKAGES, "selinux_lab", |_root, venv| venv.to_path_buf());
     let node = inst.proxy.ancestors().nth(3).expect("node dir of the proxy").to_path_buf();
     step(
@@ -140,6 +145,11 @@ fn project_denials(avc: &str) -> Vec<&str> {
 
 fn assert_no_project_denials(what: &str, avc: &str) {
     eprintln!("{what}: ausearch -m avc,user_avc,selinux_err:\n{avc}");
+    // What ausearch says: records, or `<no matches>`; anything else (a bad -ts) proves nothing.
+    assert!(
+        avc.contains("<no matches>") || avc.contains("type="),
+        "{what}: ausearch gave neither records nor `<no matches>`:\n{avc}"
+    );
     let denied = project_denials(avc);
     assert!(denied.is_empty(), "{what}: {} AVC denials of the project's domains:\n{}", denied.len(), denied.join("\n"));
 }
