@@ -119,8 +119,11 @@ hub_session_spawner() {
     --data-urlencode "_xsrf=$xsrf" "$base/hub/login?next=")
   echo "login: HTTP $code" | tee "$out/login"
   curl -s -c "$jar" -b "$jar" -o /dev/null -w 'spawn: HTTP %{http_code}\n' "$base/hub/spawn"
-  for i in $(seq 1 240); do
-    code=$(curl -s -c "$jar" -b "$jar" -o "$out/server.json" -w '%{http_code}' "$base/user/alice/api/status")
+  # At most 300 s (the hub's own start_timeout is 240 s), so that the VM always powers off.
+  local deadline=$(( $(date +%s) + 300 ))
+  for i in $(seq 1 1000); do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "no server within 300 s"; break; }
+    code=$(curl -s --max-time 20 -c "$jar" -b "$jar" -o "$out/server.json" -w '%{http_code}' "$base/user/alice/api/status")
     [ "$code" = 200 ] && break
     systemctl is-active --quiet lab-hub.service || { echo "the hub exited"; break; }
     sleep 1
@@ -140,7 +143,7 @@ hub_session_spawner() {
   ps -e -o label,user,pid,args | grep -E 'jupyter|configurable' | grep -v grep | tee "$out/processes"
   systemctl stop lab-hub
   kill $proxy
-  journalctl -q -o cat -u lab-hub | tail -60
+  journalctl -q -o cat -u lab-hub | grep -v '^\[D' | tail -150
   [ "$code" = 200 ]
 }
 
