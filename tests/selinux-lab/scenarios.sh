@@ -123,7 +123,7 @@ hub_session_spawner() {
   local deadline=$(( $(date +%s) + 300 ))
   for i in $(seq 1 1000); do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "no server within 300 s"; break; }
-    code=$(curl -s --max-time 20 -c "$jar" -b "$jar" -o "$out/server.json" -w '%{http_code}' "$base/user/alice/api/status")
+    code=$(curl -s --max-time 20 -c "$jar" -b "$jar" -o "$out/server.json" -w '%{http_code}' "$base/user/alice/api")
     [ "$code" = 200 ] && break
     systemctl is-active --quiet lab-hub.service || { echo "the hub exited"; break; }
     sleep 1
