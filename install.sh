@@ -5,6 +5,8 @@
 #
 #   ./install.sh                      # build (release) and install
 #   ./install.sh --from DIR           # install binaries already built in DIR
+#   ./install.sh --selinux            # also the SELinux policy module, the keeper's
+#                                     # contexts entries and the registry's tmpfiles entry
 #
 # DESTDIR=/some/root installs below that root instead (packaging, tests).
 # An existing /etc/pam.d/jupyterhub (or jupyterhub-unit) that differs is never overwritten: the
@@ -15,9 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 destdir=${DESTDIR:-}
 from=""
+selinux=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --from) from=${2:?--from needs a directory}; shift 2 ;;
+    --selinux) selinux=1; shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -106,4 +110,42 @@ for service in jupyterhub jupyterhub-unit; do
     echo "  make sure your file has: session required pam_jupyter.so"
   fi
 done
+if [ "$selinux" = 1 ]; then
+  command -v semodule >/dev/null || die "--selinux: semodule not found: apt-get install semodule-utils policycoreutils (Debian/Ubuntu) or dnf install policycoreutils (Fedora/RHEL)"
+  config=$destdir/etc/selinux/config
+  [ -f "$config" ] || die "--selinux: $config missing: install and configure an SELinux policy first"
+  type=$(sed -n 's/^[[:space:]]*SELINUXTYPE[[:space:]]*=[[:space:]]*//p' "$config" | tail -n 1)
+  [ -n "$type" ] && [ -d "$destdir/etc/selinux/$type/contexts" ] \
+    || die "--selinux: no SELINUXTYPE in $config, or no $destdir/etc/selinux/$type/contexts: is the policy installed?"
+  # The module, built against this system's policy development files.
+  make -s -C selinux jupyter_session.pp >/dev/null \
+    || die "--selinux: building selinux/jupyter_session.pp failed: install selinux-policy-dev (Debian/Ubuntu) or selinux-policy-devel (Fedora/RHEL)"
+  install -D -m 0644 selinux/jupyter_session.pp "$destdir/usr/share/selinux/packages/jupyter_session.pp"
+  # Below DESTDIR: that root's own semodule (its users' home dirs, its tools' versions).
+  if [ -n "$destdir" ]; then semodule=(chroot "$destdir" semodule); else semodule=(semodule); fi
+  "${semodule[@]}" -s "$type" -i /usr/share/selinux/packages/jupyter_session.pp \
+    || die "--selinux: semodule -i selinux/jupyter_session.pp failed (see its message above)"
+  echo "loaded SELinux module jupyter_session into policy $type"
+  # pam_selinux in the keeper (system_r:jupyter_session_t) looks up the user's context in
+  # default_contexts and contexts/users/SEUSER; a policy module cannot ship those entries.
+  # Each file gets the roles it gives a console login (its system_r:local_login_t line).
+  for f in "$destdir/etc/selinux/$type/contexts/default_contexts" "$destdir/etc/selinux/$type/contexts/users/"*; do
+    [ -f "$f" ] || continue
+    grep -Eq '^[[:space:]]*system_r:jupyter_session_t[:[:space:]]' "$f" && { echo "unchanged $f"; continue; }
+    # system_r:local_login_t[:LEVEL] ROLE:TYPE[:LEVEL]... -> system_r:jupyter_session_t[:LEVEL] ...
+    line=$(sed -En 's/^[[:space:]]*system_r:local_login_t((:[^[:space:]]*)?[[:space:]])/system_r:jupyter_session_t\1/p' "$f" | head -n 1)
+    [ -n "$line" ] || continue
+    printf '%s\n' "$line" >>"$f"
+    echo "added system_r:jupyter_session_t to $f"
+  done
+  # /run/jupyter-session made at boot with its label, before any root shell can make it.
+  install -D -m 0644 etc/tmpfiles.d/jupyter-session.conf "$destdir/etc/tmpfiles.d/jupyter-session.conf"
+  echo "installed $destdir/etc/tmpfiles.d/jupyter-session.conf"
+  if [ -z "$destdir" ]; then
+    restorecon -F "$moddir/pam_jupyter.so" /usr/local/bin/jupyter-session
+    [ ! -e /etc/security/jupyter-session.toml ] || restorecon -F /etc/security/jupyter-session.toml
+    if command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create /etc/tmpfiles.d/jupyter-session.conf; fi
+    [ ! -e /run/jupyter-session ] || restorecon -RF /run/jupyter-session
+  fi
+fi
 echo "done. Try: jupyter-session exec --user USER -- sh -c 'echo \$XDG_RUNTIME_DIR; ls -ld \$XDG_RUNTIME_DIR'"

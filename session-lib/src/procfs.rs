@@ -57,6 +57,24 @@ fn start_time_from_stat(stat: &str) -> Option<u64> {
     fields_after_comm(stat)?.nth(19)?.parse().ok()
 }
 
+/// `PF_KTHREAD` in the flags of /proc/PID/stat (field 9).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+fn flags_from_stat(stat: &str) -> Option<u64> {
+    // Field 9 is the flags: index 6 after the state.
+    fields_after_comm(stat)?.nth(6)?.parse().ok()
+}
+
+/// Whether the task behind /proc/PID is a kernel thread, from its stat's
+/// flags. Not from a readlink of /proc/PID/exe (which fails for kernel
+/// threads): that readlink is a ptrace access check, which for another
+/// user's non-dumpable process needs CAP_SYS_PTRACE, a denial SELinux
+/// audits in every PAM host; stat's check is a silent one.
+fn is_kernel_thread(proc_dir: &Path) -> bool {
+    let mut buf = [0u8; 1024];
+    read_small(&proc_dir.join("stat"), &mut buf).and_then(flags_from_stat).is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
 /// Number of threads of the calling process (the `Threads:` line).
 pub fn thread_count() -> Option<u32> {
     let mut buf = [0u8; 4096];
@@ -90,13 +108,9 @@ fn process_has_uid(proc_dir: &Path, uid: u32) -> bool {
         return false;
     }
     // Root-owned: root's own process, a non-dumpable process of any user,
-    // or a kernel thread. Kernel threads (most of them on a typical host)
-    // have no executable, and that costs far less to learn than rendering
-    // their status.
-    if owner == 0
-        && let Err(e) = fs::read_link(proc_dir.join("exe"))
-        && e.kind() == std::io::ErrorKind::NotFound
-    {
+    // or a kernel thread (most of them on a typical host): those are told
+    // by their stat's flags, cheaper than rendering their status.
+    if owner == 0 && is_kernel_thread(proc_dir) {
         return false;
     }
     let mut buf = [0u8; 2048];
@@ -214,10 +228,7 @@ pub fn scan_processes(wanted: &dyn Fn(u32) -> bool, visit: &mut dyn FnMut(&ProcI
             continue;
         }
         let path = entry.path();
-        if owner == 0
-            && let Err(e) = fs::read_link(path.join("exe"))
-            && e.kind() == std::io::ErrorKind::NotFound
-        {
+        if owner == 0 && is_kernel_thread(&path) {
             continue;
         }
         let Some((zombie, real_uid, effective_uid, saved_uid)) = status_of(&path) else { continue };
@@ -264,6 +275,18 @@ mod tests {
             "1234 (a) b) (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 200 18446744073709551615";
         assert_eq!(start_time_from_stat(stat), Some(98765));
         assert_eq!(state_from_stat(stat), Some('S'));
+        assert_eq!(flags_from_stat(stat), Some(4194560));
+    }
+
+    #[test]
+    fn kernel_threads_are_told_by_their_flags() {
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0";
+        assert_eq!(flags_from_stat(kthread).map(|f| f & PF_KTHREAD != 0), Some(true));
+        assert!(!is_kernel_thread(Path::new("/proc/self")));
+        // kthreadd is pid 2 where this runs in the host's pid namespace.
+        if fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(is_kernel_thread(Path::new("/proc/2")));
+        }
     }
 
     #[test]

@@ -434,6 +434,11 @@ fn module_grants_nothing_broad(p: &Linked) {
                     .iter()
                     .all(|p| ["transition", "signal", "sigkill", "signull", "getattr"].contains(&p.as_str())),
                 (_, "userdomain", "dir" | "file" | "lnk_file") => perms.is_subset(&read_only),
+                // pam_keyinit's session keyring, made in the keeper after
+                // pam_selinux set the key-create context to the user's.
+                ("jupyter_session_t", "userdomain", "key") => perms
+                    .iter()
+                    .all(|p| ["create", "link", "search", "view", "read", "write", "setattr"].contains(&p.as_str())),
                 // Name resolution etc. from base interfaces (sockets on
                 // nodes, generic port connects) stay network-only.
                 (_, "node_type" | "port_type" | "unreserved_port_type" | "reserved_port_type", _) => {
