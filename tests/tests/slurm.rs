@@ -306,6 +306,28 @@ fn slurm_recipe() {
     assert_idle(&slurm, "a job whose slurmstepds were killed");
     eprintln!("slurm: slurmd and stepds killed, gc: {:.1} s", step.elapsed().as_secs_f64());
 
+    // 8. A time limit (`--time=1`, Slurm's floor: killed 60 to 90 s after the start) ends the job
+    // and its session like scancel: the Epilog runs at the job's end, whatever ended it.
+    let step = Instant::now();
+    let d = x.display();
+    let script = format!("touch {d}/limit.ready; while :; do sleep 0.2; done");
+    let mut cmd = slurm.cmd_as(&alice, "sbatch");
+    cmd.args(["--no-requeue", "--time=1", "-o", &format!("{d}/limit.out"), "--wrap", &script]);
+    let job = slurm.submit(cmd);
+    wait_file(&x.join("limit.ready"), &slurm);
+    assert!(rt.is_dir(), "the time-limited job has its session");
+    let end = Instant::now() + Duration::from_secs(180);
+    while !slurm.job_state(job).is_empty() {
+        assert!(Instant::now() < end, "job {job} outlived its one-minute limit by far\n{}", slurm.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = fs::read_to_string(x.join("limit.out")).unwrap_or_default();
+    assert!(out.contains("TIME LIMIT"), "job {job} did not end by its time limit: {out}");
+    assert!(!rt.exists(), "time limit: {} removed", rt.display());
+    assert!(list_ids(&slurm).is_empty());
+    assert_idle(&slurm, "a job ended by its time limit");
+    eprintln!("slurm: time limit: {:.1} s", step.elapsed().as_secs_f64());
+
     eprintln!("slurm_recipe: {:.1} s in all", t0.elapsed().as_secs_f64());
 }
 
