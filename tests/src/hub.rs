@@ -154,6 +154,7 @@ pub fn make_busybox_image(rootfs: &Path, tar: &Path) {
     }
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+    set_mode(rootfs, 0o755);
     run_ok(Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 

@@ -187,26 +187,10 @@ fn installed() -> &'static Installed {
     ONCE.get_or_init(|| {
         hub::install(HUB_ROOT, PYTHON_PACKAGES, "systemd lab", |root, _venv| {
             let image_tar = root.join("bb.tar");
-            make_busybox_image(&root.join("bb-rootfs"), &image_tar);
+            hub::make_busybox_image(&root.join("bb-rootfs"), &image_tar);
             image_tar
         })
     })
-}
-
-/// A one-binary image for rootless podman (no registry is reachable).
-fn make_busybox_image(rootfs: &Path, tar: &Path) {
-    let _ = fs::remove_dir_all(rootfs);
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("etc")).unwrap();
-    let busybox = jupyter_session_tests::which("busybox").expect("busybox");
-    fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-    for applet in ["sh", "id", "true"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-    hub::set_mode(rootfs, 0o755);
-    jupyter_session_tests::run_ok(std::process::Command::new("tar").arg("-C").arg(rootfs).arg("-cf").arg(tar).arg("."));
 }
 
 const PASSWORD: &str = "lab-pw-1";
